@@ -1,0 +1,161 @@
+"""One checkpoint loader for export, prediction and training.
+
+Accepts what people actually save: a bare ``state_dict``; a dict holding one under
+``state_dict`` or ``model_state_dict`` (optionally with other entries such as the
+optimizer); keys prefixed ``module.`` by ``nn.DataParallel``/DDP. Files are read with
+``torch.load(weights_only=True)``, so a pickle payload in an untrusted file is
+refused rather than executed. The architecture is inferred from the weights
+(``enc1.0.weight`` has shape ``(base, in_channels, 3, 3)``, ``final.0.weight``
+``(out_channels, base, 1, 1)``), and a JSON sidecar ``<checkpoint>.json`` written by
+the trainer, when present, is returned alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .model import AttentionUNet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CheckpointError", "LoadedModel", "load_checkpoint", "load_state_dict", "infer_kwargs",
+           "build_model", "save_checkpoint", "sidecar_path"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not fit the Attention U-Net."""
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with the kwargs that rebuild it and the checkpoint's metadata."""
+
+    model: AttentionUNet
+    kwargs: dict
+    path: Path | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def sidecar_path(checkpoint: str | os.PathLike) -> Path:
+    """``model.pt`` -> ``model.json``: the trainer's description of a checkpoint."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def _unwrap(obj: Any, source: str) -> "OrderedDict[str, torch.Tensor]":
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{source}: not a state dict (got {type(obj).__name__}); expected a "
+                              "dict of tensors or a dict holding one under 'state_dict'/'model_state_dict'")
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def load_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
+    """Read a state dict from ``path`` safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads, truncated files, not a torch file at all
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: cannot be read as weights only ({first}). Files that need arbitrary "
+            "code to unpickle are refused; save the model with torch.save(model.state_dict(), path)"
+        ) from None
+    return _unwrap(obj, f"checkpoint {path}")
+
+
+def infer_kwargs(state: Mapping[str, torch.Tensor], source: str = "state dict") -> dict:
+    """Architecture kwargs (JSON-safe) read off the weights' shapes."""
+    try:
+        w_in, w_out = state["enc1.0.weight"], state["final.0.weight"]
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: missing {exc.args[0]!r}; this is not an Attention U-Net "
+                              f"rosette checkpoint (first keys: {list(state)[:4]})") from None
+    if w_in.dim() != 4 or w_out.dim() != 4:
+        raise CheckpointError(f"{source}: enc1.0.weight/final.0.weight must be conv kernels, got shapes "
+                              f"{tuple(w_in.shape)} and {tuple(w_out.shape)}")
+    return {"in_channels": int(w_in.shape[1]), "out_channels": int(w_out.shape[0]),
+            "base_channels": int(w_in.shape[0])}
+
+
+def build_model(state: Mapping[str, torch.Tensor], source: str = "state dict") -> AttentionUNet:
+    """An ``AttentionUNet`` sized from ``state`` with the weights loaded strictly, in eval mode."""
+    kwargs = infer_kwargs(state, source)
+    model = AttentionUNet(**kwargs)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        def _few(items: list) -> str:
+            return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        parts = [f"{len(missing)} missing key(s): {_few(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected key(s): {_few(unexpected)}" if unexpected else "",
+                 f"{len(mismatched)} shape mismatch(es): {_few(mismatched)}" if mismatched else ""]
+        raise CheckpointError(f"{source} does not fit AttentionUNet({kwargs}): "
+                              + "; ".join(p for p in parts if p))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
+    """Load a checkpoint file into an eval-mode ``AttentionUNet`` (width inferred)."""
+    path = Path(path)
+    state = load_state_dict(path)
+    model = build_model(state, f"checkpoint {path}")
+    meta: dict = {}
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("ignoring unreadable sidecar %s: %s", side, exc)
+    kwargs = infer_kwargs(state)
+    log.info("loaded %s: AttentionUNet(%s), %d parameters", path, kwargs,
+             sum(p.numel() for p in model.parameters()))
+    return LoadedModel(model=model, kwargs=kwargs, path=path, metadata=meta)
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model``'s state dict (and ``metadata`` as the JSON sidecar) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in model.state_dict().items())
+    _atomic_write(path, lambda f: torch.save(state, f))
+    if metadata is not None:
+        text = json.dumps(metadata, indent=2, sort_keys=True, default=str)
+        _atomic_write(sidecar_path(path), lambda f: f.write(text.encode()))
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

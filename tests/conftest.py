@@ -1,0 +1,29 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_state():
+    """A tiny (base 4) AttentionUNet state dict with non-trivial BN statistics, fixed seed."""
+    import torch
+
+    from rosette_bmz.model import AttentionUNet
+
+    torch.manual_seed(0)
+    model = AttentionUNet(base_channels=4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return {k: v.clone() for k, v in model.state_dict().items()}
