@@ -23,7 +23,8 @@ _LAZY = {
     "AttentionUNet": "model", "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
     # jobs (one module each)
-    "generate": "synth", "write_dataset": "synth",
+    "generate": "synth", "write_dataset": "synth", "load_dataset": "synth", "SynthImage": "synth",
+    "SynthError": "synth",
     "export_package": "export",
     "predict": "predict", "predict_files": "predict",
 }

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 _USER_ERROR_NAMES = (
     ("rosette_bmz.inputs", "InputError"),
     ("rosette_bmz.checkpoint", "CheckpointError"),
+    ("rosette_bmz.synth", "SynthError"),
 )
 
 
@@ -40,9 +41,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import write_dataset
 
-    write_dataset(args.out, n=args.n, size=args.size, seed=args.seed, noise=args.noise,
-                  cell_diameter=args.cell_diameter)
-    print(f"wrote {args.n} synthetic image(s) to {args.out}")
+    written = write_dataset(args.out, n=args.n, size=args.size, seed=args.seed, noise=args.noise,
+                            cell_diameter=args.cell_diameter, progress=True)
+    print(f"wrote {len(written)} synthetic image(s) to {args.out} "
+          f"(synth_NNNN_labels.tif, _outlines.tif, _rosettes.tif, .json)")
     return 0
 
 
@@ -105,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4, help="number of images")
     p.add_argument("--size", type=int, default=1024, help="image height and width in pixels")
     p.add_argument("--seed", type=int, default=0, help="random seed (image i uses seed + i)")
-    p.add_argument("--noise", type=float, default=0.5, help="segmentation-noise strength, 0 = perfect outlines")
-    p.add_argument("--cell-diameter", type=float, default=None, help="mean cell diameter in pixels")
+    p.add_argument("--noise", type=float, default=0.5,
+                   help="segmentation-noise strength in [0, 1], 0 = perfect outlines (default 0.5)")
+    p.add_argument("--cell-diameter", type=float, default=None,
+                   help="mean cell diameter in pixels (default 24: ~3 um cells at 0.134 um/px)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_synth)
 

@@ -1,0 +1,771 @@
+"""Synthetic *Nematostella*-like epithelium with exactly known rosettes.
+
+The real annotated images are unpublished, so this generator is the data source for training,
+evaluation, tests and benchmarks. One call to :func:`generate` returns a :class:`SynthImage`:
+
+``labels``
+    (H, W) int32 cell segmentation, one integer per cell, 0 = no tissue (or a gap between two
+    segmented cells). This is what a user's Cellpose segmentation would look like: with
+    ``noise > 0`` it has jittered boundaries, thin gaps between cells, merged, split and missed
+    cells.
+``outlines``
+    (H, W) uint8 0/1 Cellpose-style outlines: :func:`rosette_bmz.inputs.inner_outlines` of
+    ``labels``, then (``noise > 0``) broken by short gaps and sprinkled with spurious fragments.
+    With ``noise == 0`` it equals ``inner_outlines(labels)`` exactly.
+``rosettes``
+    (H, W) uint16 rosette instance labels (0 = none); instance ``i`` is ``meta["rosettes"][i-1]``.
+``meta``
+    JSON-safe dict: parameters, the rosette list (``id, y, x, k, kind, cells, ...``) and the decoy
+    list (``y, x, k, kind, cells``).
+
+How the tissue is made
+----------------------
+1. *Seeds* are drawn uniformly in a "tissue" plane and relaxed by a few Lloyd (centroidal
+   Voronoi) iterations on a coarse grid: the cells become mostly hexagons with some pentagons and
+   heptagons and a few 4/8-sided cells, like an epithelium.
+2. *Rosettes* are carved in before the last relaxation: the seeds near a chosen centre ``c`` are
+   removed and ``k`` seeds (5..12) are put **at the same distance** from ``c``. ``c`` is then
+   exactly equidistant from the ``k`` seeds and closer to them than to any other seed, so ``c``
+   is a vertex shared by exactly ``k`` Voronoi cells (wedge-shaped cells pointing at ``c``).
+   The surrounding seeds keep relaxing but are held out of the exclusion circle. For the
+   *extrusion* kind a small, slightly irregular central cell is painted over the tips of the
+   ``k`` wedges, so ``k`` cells close around it.
+3. *Hard negatives* (``meta["decoys"]``, never labelled) are built the same way with ``k = 4``:
+   a 4-cell junction (``"four_cell"``, a T1 intermediate) or a small cell closed by 4 cells
+   (``"small_cell"``). Ordinary 3-cell vertices are everywhere.
+4. The pixel grid is mapped into the tissue plane by a smooth map: a conformal density gradient,
+   an anisotropic stretch (elongated cells), a large-scale smooth warp and (with noise) a
+   fine-scale boundary jitter. Each pixel takes the label of its nearest seed. The map is a
+   smooth bijection, so the topology above (who meets whom at ``c``) is kept in the image and
+   rosette centres are recorded at exact pixel positions.
+5. Optional tissue-free regions (label 0) come from a thresholded smooth random field.
+
+Ground-truth rosette mask (the one definition used everywhere)
+--------------------------------------------------------------
+Instance ``i`` = the pixels of the participating cells of rosette ``i`` (the ``k`` wedge cells,
+plus the central cell for the extrusion kind), taken from the **clean** cell tiling (before
+segmentation noise, including their border pixels), clipped to a disc of radius
+``mask_radius * local cell diameter`` (default 1.0) around the rosette centre. It is compact,
+centred on the junction and independent of the noise level. Rosettes never overlap and are at
+least one cell apart from each other and from decoys. Rosette and decoy cells are protected from
+merges, splits and drops, so their multiplicity can be read off ``labels`` at any noise level.
+
+Segmentation-like noise (``noise`` in [0, 1], 0 = perfect)
+---------------------------------------------------------
+Jittered boundaries (sub-cell displacement field, about ``noise`` px), thin gaps between
+segmented cells in parts of the image, merged neighbour pairs, cells split in two by a straight
+cut, missed cells (label 0), and in ``outlines`` short breaks and spurious line fragments.
+Everything is drawn from one ``numpy.random.Generator(seed)``: the same arguments give the same
+image on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .inputs import inner_outlines
+
+__all__ = ["SynthImage", "SynthError", "generate", "write_dataset", "load_dataset", "DEFAULT_CELL_DIAMETER",
+           "MIN_SIZE_CELLS", "FILE_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+#: Mean apical cell diameter in pixels: Nematostella ectoderm cells are about 3 µm across, at
+#: 0.134 µm/px (confocal) that is about 22-25 px.
+DEFAULT_CELL_DIAMETER = 24.0
+
+#: An image must be at least this many cell diameters wide (and at least 32 px).
+MIN_SIZE_CELLS = 4
+
+#: Files written per image by :func:`write_dataset` (``synth_0000`` + suffix).
+FILE_SUFFIXES = ("_labels.tif", "_outlines.tif", "_rosettes.tif", ".json")
+
+_VERSION = 1
+_HEX_AREA = math.sqrt(3) / 2  # area of a hexagonal cell of centre spacing 1
+_MASK_DEFINITION = ("union of the participating cells (k wedge cells, plus the central cell for the extrusion "
+                    "kind) of the clean tiling, clipped to a disc of radius mask_radius * local cell diameter "
+                    "around the centre")
+
+
+class SynthError(ValueError):
+    """Bad arguments to the synthetic-data generator, or a synthetic dataset that cannot be read."""
+
+
+@dataclass
+class SynthImage:
+    """One generated image (see the module docstring for the meaning of each field)."""
+
+    labels: np.ndarray
+    outlines: np.ndarray
+    rosettes: np.ndarray
+    meta: dict = field(default_factory=dict)
+    #: The clean cell tiling (int32, before segmentation noise); not written to disk.
+    clean_labels: np.ndarray | None = None
+
+
+# ----------------------------------------------------------------------------- helpers
+def _size2(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        h = w = int(size)
+    else:
+        try:
+            h, w = (int(s) for s in size)
+        except (TypeError, ValueError):
+            raise SynthError(f"size must be an integer or a (height, width) pair, got {size!r}") from None
+    return h, w
+
+
+def _check_args(h: int, w: int, d: float, noise: float) -> None:
+    if not (math.isfinite(d) and 4 <= d <= 400):
+        raise SynthError(f"cell_diameter must be between 4 and 400 pixels, got {d!r}")
+    if not (math.isfinite(noise) and 0 <= noise <= 1):
+        raise SynthError(f"noise must be between 0 (perfect outlines) and 1, got {noise!r}")
+    need = max(32, int(math.ceil(MIN_SIZE_CELLS * d)))
+    if min(h, w) < need:
+        raise SynthError(f"size {h}x{w} is too small: need at least {need} px per side "
+                         f"({MIN_SIZE_CELLS} cell diameters of {d:g} px, and at least 32 px)")
+    if h * w > 16384 * 16384:
+        raise SynthError(f"size {h}x{w} is too large (at most 16384 x 16384)")
+
+
+def _smooth_field(rng: np.random.Generator, h: int, w: int, spacing: float) -> np.ndarray:
+    """Smooth Gaussian random field with unit variance and correlation length ~``spacing`` px.
+
+    Separable radial-basis sum: ``A_y @ G @ A_x.T`` with G i.i.d. normal on a grid of step
+    ``spacing``; cheap even at full resolution.
+    """
+    def basis(n: int) -> np.ndarray:
+        m = int(math.ceil(n / spacing)) + 4
+        centres = (np.arange(m, dtype=np.float32) - 2) * spacing
+        pos = np.arange(n, dtype=np.float32)[:, None]
+        a = np.exp(-0.5 * ((pos - centres[None, :]) / spacing) ** 2)
+        a /= np.sqrt((a * a).sum(axis=1, keepdims=True))
+        return a.astype(np.float32)
+
+    ay, ax = basis(h), basis(w)
+    g = rng.standard_normal((ay.shape[1], ax.shape[1])).astype(np.float32)
+    return (ay @ g) @ ax.T
+
+
+def _choose_k(rng: np.random.Generator, k_range: tuple[int, int]) -> int:
+    ks = np.arange(k_range[0], k_range[1] + 1)
+    p = 0.6 ** (ks - ks[0])
+    return int(rng.choice(ks, p=p / p.sum()))
+
+
+def _ring_radius(k: int, d: float) -> float:
+    """Seed-circle radius for k wedge cells of about one normal cell area each."""
+    return d * max(0.45, math.sqrt(_HEX_AREA * k / math.pi) - 0.5)
+
+
+# ----------------------------------------------------------------------------- main entry
+def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: float | None = None,
+             noise: float = 0.5, n_rosettes: int | None = None, rosette_density: float = 1.5,
+             extrusion_fraction: float = 0.35, k_range: tuple[int, int] = (5, 12),
+             n_decoys: int | None = None, decoy_density: float = 1.0, elongation: float | None = None,
+             gradient: float | None = None, warp: float = 1.0, tissue_free: float | None = None,
+             mask_radius: float = 1.0, lloyd_iterations: int = 4) -> SynthImage:
+    """Generate one synthetic epithelium image with known rosettes.
+
+    Args:
+        size: image size, an int (square) or ``(height, width)``.
+        seed: seed of the ``numpy.random.Generator``; same arguments give the same image.
+        cell_diameter: mean cell diameter in pixels at the image centre (default 24, about
+            3 µm at 0.134 µm/px).
+        noise: segmentation-noise strength in [0, 1]; 0 gives perfect outlines
+            (``outlines == inner_outlines(labels)``).
+        n_rosettes: number of rosettes (default: Poisson with mean ``rosette_density`` per 100
+            cells). Fewer are placed if they do not fit (a warning is logged).
+        rosette_density: mean rosettes per 100 cells when ``n_rosettes`` is None.
+        extrusion_fraction: probability that a rosette is of the extrusion kind.
+        k_range: (min, max) cells per rosette, within 5..12; smaller k is more frequent.
+        n_decoys: number of 4-cell hard negatives (default: Poisson, ``decoy_density`` per 100 cells).
+        decoy_density: mean decoys per 100 cells when ``n_decoys`` is None.
+        elongation: cell aspect ratio (1 = isotropic); None draws one in [1, 1.35].
+        gradient: ratio of cell size across the image (density gradient); None draws one in [1, 1.5].
+        warp: strength of the large-scale smooth warp (0 = none).
+        tissue_free: fraction of the image without tissue (label 0); None: 0 for 60 % of the
+            seeds, else a fraction in [0.03, 0.15].
+        mask_radius: ground-truth clip radius in local cell diameters (see module docstring).
+        lloyd_iterations: relaxation iterations (more = more regular hexagons).
+    """
+    from scipy.spatial import cKDTree
+
+    h, w = _size2(size)
+    d = float(DEFAULT_CELL_DIAMETER if cell_diameter is None else cell_diameter)
+    noise = float(noise)
+    _check_args(h, w, d, noise)
+    k_lo, k_hi = (int(k) for k in k_range)
+    if not 5 <= k_lo <= k_hi <= 12:
+        raise SynthError(f"k_range must satisfy 5 <= min <= max <= 12, got {k_range!r}")
+    for name, val in (("n_rosettes", n_rosettes), ("n_decoys", n_decoys)):
+        if val is not None and int(val) < 0:
+            raise SynthError(f"{name} must be >= 0, got {val!r}")
+    if not 0 <= extrusion_fraction <= 1:
+        raise SynthError(f"extrusion_fraction must be in [0, 1], got {extrusion_fraction!r}")
+    if not 0.3 <= mask_radius <= 3:
+        raise SynthError(f"mask_radius must be in [0.3, 3] cell diameters, got {mask_radius!r}")
+    rng = np.random.default_rng(seed)
+
+    # --- global tissue parameters
+    if elongation is None:
+        elongation = float(rng.uniform(1.0, 1.35))
+    if gradient is None:
+        gradient = float(rng.uniform(1.0, 1.5))
+    if tissue_free is None:
+        tissue_free = 0.0 if rng.random() < 0.6 else float(rng.uniform(0.03, 0.15))
+    if not 1 <= elongation <= 4:
+        raise SynthError(f"elongation must be in [1, 4], got {elongation!r}")
+    if not 1 <= gradient <= 4:
+        raise SynthError(f"gradient must be in [1, 4], got {gradient!r}")
+    if not 0 <= tissue_free <= 0.8:
+        raise SynthError(f"tissue_free must be in [0, 0.8], got {tissue_free!r}")
+
+    uy, ux = _tissue_map(rng, h, w, d, elongation, gradient, warp, noise)
+
+    # --- tissue-free regions (image space)
+    tissue = None
+    if tissue_free > 0:
+        f = _smooth_field(rng, h, w, spacing=5 * d)
+        thr = np.quantile(f[::4, ::4], 1 - tissue_free)
+        tissue = f < thr
+    # gap half-width field (segmentation gaps between cells), image space
+    gap = None
+    if noise > 0:
+        g = _smooth_field(rng, h, w, spacing=3 * d)
+        gap = (np.clip(g, 0, None) * (0.9 * noise)).astype(np.float32)
+
+    # --- seeds: uniform + Lloyd in the tissue plane
+    m = 2.5 * d
+    lo = np.array([uy.min() - m, ux.min() - m])
+    hi = np.array([uy.max() + m, ux.max() + m])
+    n_seeds = int(round(np.prod(hi - lo) / (_HEX_AREA * d * d)))
+    seeds = lo + rng.random((n_seeds, 2)) * (hi - lo)
+    step = d / 5
+    gy = np.arange(lo[0], hi[0], step)
+    gx = np.arange(lo[1], hi[1], step)
+    grid = np.stack(np.meshgrid(gy, gx, indexing="ij"), -1).reshape(-1, 2)
+    n_first = max(0, lloyd_iterations - 2)
+    seeds = _lloyd(seeds, np.zeros(len(seeds), bool), grid, n_first, [])
+
+    # --- place rosettes and decoys (image-space centres -> tissue-plane structures)
+    n_cells_est = h * w / (_HEX_AREA * d * d)
+    if n_rosettes is None:
+        n_rosettes = int(rng.poisson(rosette_density * n_cells_est / 100))
+    if n_decoys is None:
+        n_decoys = int(rng.poisson(decoy_density * n_cells_est / 100))
+    structures = _place_structures(rng, h, w, d, uy, ux, tissue, int(n_rosettes), int(n_decoys),
+                                   extrusion_fraction, (k_lo, k_hi), mask_radius)
+
+    fixed_list = []
+    exclusions = []
+    keep = np.ones(len(seeds), bool)
+    for s in structures:
+        c = np.array(s["c"])
+        keep &= np.hypot(*(seeds - c).T) > s["rho"] + 0.55 * d
+    seeds = seeds[keep]
+    n_free = len(seeds)
+    for s in structures:
+        c = np.array(s["c"])
+        ang = s["theta0"] + 2 * np.pi * np.arange(s["k"]) / s["k"]
+        ang = ang + rng.uniform(-0.18, 0.18, s["k"]) * (2 * np.pi / s["k"])
+        ring = c + s["rho"] * np.stack([np.sin(ang), np.cos(ang)], -1)
+        s["seed_ids"] = list(range(n_free + sum(len(f) for f in fixed_list),
+                                   n_free + sum(len(f) for f in fixed_list) + s["k"]))
+        fixed_list.append(ring)
+        exclusions.append((c, s["rho"] + 0.42 * d))
+    if fixed_list:
+        seeds = np.concatenate([seeds] + fixed_list)
+    fixed = np.zeros(len(seeds), bool)
+    fixed[n_free:] = True
+    seeds = _lloyd(seeds, fixed, grid, lloyd_iterations - n_first, exclusions)
+
+    # --- rasterise: nearest seed of each pixel's tissue-plane position
+    tree = cKDTree(seeds)
+    pts = np.stack([uy.ravel(), ux.ravel()], -1)
+    if gap is not None:
+        dist, idx = tree.query(pts, k=2, workers=-1)
+        i1 = idx[:, 0].reshape(h, w)
+        sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, 1]]).T)
+        bis = ((dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(sep, 1e-6))).reshape(h, w)
+        in_gap = bis < gap
+        del dist, idx, sep, bis
+    else:
+        i1 = tree.query(pts, k=1, workers=-1)[1].reshape(h, w)
+        in_gap = None
+    del pts
+    n_all = len(seeds)
+
+    # --- paint central cells (extrusion rosettes, small-cell decoys)
+    cell_id = i1.astype(np.int32)  # clean tiling by seed index; painted cells get n_all + j
+    for j, s in enumerate(s for s in structures if s["central"]):
+        s["central_id"] = n_all + j
+        sl, inside, rim = _central_cell(s, h, w, gap)
+        view = cell_id[sl]
+        view[inside] = s["central_id"]
+        if in_gap is not None:
+            in_gap[sl][inside] = rim[inside]
+    n_ids = n_all + sum(1 for s in structures if s["central"])
+
+    # --- clean labels (sequential ids), tissue-free regions removed
+    clean_seed = cell_id
+    if tissue is not None:
+        clean_seed = np.where(tissue, cell_id, -1)
+    protected = set()
+    for s in structures:
+        protected.update(list(s["seed_ids"]) + ([s["central_id"]] if s["central"] else []))
+    lut, n_clean = _sequential_lut(clean_seed, n_ids, min_area=0.12 * _HEX_AREA * d * d, keep=protected)
+    clean_labels = lut[clean_seed + 1]
+
+    # --- ground-truth rosette masks and meta (from the clean tiling)
+    rosettes = np.zeros((h, w), np.uint16)
+    ros_meta, dec_meta = [], []
+    for s in structures:
+        ids = list(s["seed_ids"]) + ([s["central_id"]] if s["central"] else [])
+        cells = [int(lut[i + 1]) for i in ids]
+        entry = {"y": int(s["y"]), "x": int(s["x"]), "k": int(s["k"]), "kind": s["kind"],
+                 "cell_diameter_local": round(float(s["d_local"]), 3)}
+        if s["central"]:
+            entry["central_radius"] = round(float(s["central_r"]), 3)
+        if s["rosette"]:
+            rid = len(ros_meta) + 1
+            r = s["mask_r"]
+            y0, y1 = max(0, int(s["y"] - r)), min(h, int(s["y"] + r) + 2)
+            x0, x1 = max(0, int(s["x"] - r)), min(w, int(s["x"] + r) + 2)
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            disc = (yy - s["y"]) ** 2 + (xx - s["x"]) ** 2 <= r * r
+            part = np.isin(clean_seed[y0:y1, x0:x1], ids)
+            sub = rosettes[y0:y1, x0:x1]
+            sub[disc & part] = rid
+            entry = {"id": rid, **entry, "mask_radius": round(float(r), 3),
+                     "area": int((disc & part).sum()), "cells": cells}
+            if s["central"]:
+                entry["central_cell"] = cells[-1]
+            ros_meta.append(entry)
+        else:
+            entry["cells"] = cells
+            if s["central"]:
+                entry["central_cell"] = cells[-1]
+            dec_meta.append(entry)
+
+    # --- segmentation noise on labels
+    seg_seed = clean_seed
+    noise_stats = {"merged": 0, "split": 0, "dropped": 0}
+    if noise > 0:
+        seg_seed = np.where(in_gap, -1, clean_seed)
+        seg_seed, noise_stats = _label_noise(rng, seg_seed, n_ids, noise, protected, d)
+    if noise > 0:
+        lut2, n_cells = _sequential_lut(seg_seed, int(seg_seed.max()) + 1, min_area=4, keep=protected)
+        labels = lut2[seg_seed + 1]
+        # protected cells keep their identity: re-express their ids in the new numbering
+        _remap_meta_cells(structures, ros_meta, dec_meta, lut2)
+    else:
+        labels = clean_labels
+        n_cells = n_clean
+
+    outlines = inner_outlines(labels).astype(np.uint8)
+    if noise > 0:
+        outline_stats = _outline_noise(rng, outlines, labels, noise, d)
+        noise_stats.update(outline_stats)
+
+    meta: dict[str, Any] = {
+        "generator": "rosette_bmz.synth", "version": _VERSION, "seed": int(seed) if np.isscalar(seed) else None,
+        "size": [h, w], "cell_diameter": d, "noise": noise,
+        "elongation": round(float(elongation), 4), "gradient": round(float(gradient), 4),
+        "warp": float(warp), "tissue_free": round(float(tissue_free), 4),
+        "mask_radius": float(mask_radius), "mask_definition": _MASK_DEFINITION,
+        "n_cells": int(n_cells), "n_cells_clean": int(n_clean),
+        "noise_events": {k: int(v) for k, v in noise_stats.items()},
+        "rosettes": ros_meta, "decoys": dec_meta,
+    }
+    return SynthImage(labels=labels.astype(np.int32, copy=False), outlines=outlines, rosettes=rosettes,
+                      meta=meta, clean_labels=clean_labels.astype(np.int32, copy=False))
+
+
+# ----------------------------------------------------------------------------- pieces
+def _tissue_map(rng, h, w, d, elongation, gradient, warp, noise):
+    """Tissue-plane coordinates (uy, ux) of every pixel (float32)."""
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    y = np.arange(h, dtype=np.float32) - cy
+    x = np.arange(w, dtype=np.float32) - cx
+    z = (x[None, :] + 1j * y[:, None]).astype(np.complex64)
+    phi = rng.uniform(0, 2 * np.pi)
+    # density gradient: conformal map u = (exp(a z') - 1) / a, local scale exp(a Re z')
+    a = math.log(gradient) / max(h, w)
+    if a > 0:
+        rot = np.complex64(np.exp(1j * phi))
+        u = (np.exp(a * z * rot) - 1) / (a * rot)
+    else:
+        u = z
+    uy, ux = u.imag.astype(np.float32), u.real.astype(np.float32)
+    # anisotropy: cells elongated by `elongation` along a random direction (area preserving)
+    if elongation > 1:
+        th = rng.uniform(0, np.pi)
+        c, s = math.cos(th), math.sin(th)
+        along, across = ux * c + uy * s, -ux * s + uy * c
+        e = math.sqrt(elongation)
+        along, across = along / e, across * e
+        ux, uy = along * c - across * s, along * s + across * c
+    # large-scale smooth warp
+    if warp > 0:
+        sp = 6 * d
+        amp = 0.10 * sp * warp
+        uy = uy + amp * _smooth_field(rng, h, w, sp)
+        ux = ux + amp * _smooth_field(rng, h, w, sp)
+    # fine-scale boundary jitter (segmentation noise)
+    if noise > 0:
+        sp = max(2.5, d / 7)
+        amp = 0.9 * noise
+        uy = uy + amp * _smooth_field(rng, h, w, sp)
+        ux = ux + amp * _smooth_field(rng, h, w, sp)
+    return uy.astype(np.float32), ux.astype(np.float32)
+
+
+def _lloyd(seeds, fixed, grid, iters, exclusions):
+    from scipy.spatial import cKDTree
+
+    seeds = seeds.copy()
+    n = len(seeds)
+    for _ in range(iters):
+        idx = cKDTree(seeds).query(grid, k=1, workers=-1)[1]
+        cnt = np.bincount(idx, minlength=n)
+        sy = np.bincount(idx, weights=grid[:, 0], minlength=n)
+        sx = np.bincount(idx, weights=grid[:, 1], minlength=n)
+        ok = (cnt > 0) & ~fixed
+        seeds[ok, 0] = sy[ok] / cnt[ok]
+        seeds[ok, 1] = sx[ok] / cnt[ok]
+        _push_out(seeds, fixed, exclusions)
+    _push_out(seeds, fixed, exclusions)
+    return seeds
+
+
+def _push_out(seeds, fixed, exclusions):
+    for c, r in exclusions:
+        v = seeds - c
+        dist = np.hypot(v[:, 0], v[:, 1])
+        bad = (dist < r) & ~fixed
+        if bad.any():
+            dd = np.maximum(dist[bad], 1e-6)[:, None]
+            seeds[bad] = c + v[bad] / dd * r
+
+
+def _jacobian_scale(uy, ux, y, x):
+    """Local pixel -> tissue length scale sqrt(|det J|) at pixel (y, x)."""
+    h, w = uy.shape
+    y0, y1 = max(0, y - 2), min(h - 1, y + 2)
+    x0, x1 = max(0, x - 2), min(w - 1, x + 2)
+    dyy = (uy[y1, x] - uy[y0, x]) / max(1, y1 - y0)
+    dxy = (ux[y1, x] - ux[y0, x]) / max(1, y1 - y0)
+    dyx = (uy[y, x1] - uy[y, x0]) / max(1, x1 - x0)
+    dxx = (ux[y, x1] - ux[y, x0]) / max(1, x1 - x0)
+    return math.sqrt(abs(float(dyy * dxx - dxy * dyx))) or 1.0
+
+
+def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_fraction, k_range, mask_radius):
+    """Choose non-overlapping centres (image space) for rosettes and decoys."""
+    from scipy import ndimage
+
+    dist_bg = None
+    if tissue is not None:
+        dist_bg = ndimage.distance_transform_edt(tissue)
+    plans = []
+    for i in range(n_ros + n_dec):
+        is_ros = i < n_ros
+        if is_ros:
+            k = _choose_k(rng, k_range)
+            central = bool(rng.random() < extrusion_fraction)
+            kind = "extrusion" if central else "vertex"
+        else:
+            k = 4
+            central = bool(rng.random() < 0.3)
+            kind = "small_cell" if central else "four_cell"
+        plans.append((is_ros, k, central, kind))
+    out: list[dict] = []
+    for is_ros, k, central, kind in plans:
+        rho = _ring_radius(k, d) * float(rng.uniform(0.95, 1.1))
+        if central:
+            rho *= 1.05
+        radius = rho + 0.55 * d  # tissue-plane radius of the structure's cells
+        for _attempt in range(300):
+            margin = int(math.ceil(max(mask_radius, 0.6) * d + 2))
+            if h - 2 * margin < 1 or w - 2 * margin < 1:
+                break
+            y = int(rng.integers(margin, h - margin))
+            x = int(rng.integers(margin, w - margin))
+            scale = _jacobian_scale(uy, ux, y, x)
+            if dist_bg is not None and dist_bg[y, x] < (radius / scale) + d:
+                continue
+            c = (float(uy[y, x]), float(ux[y, x]))
+            if any(math.hypot(c[0] - o["c"][0], c[1] - o["c"][1]) < radius + o["radius"] + 0.5 * d for o in out):
+                continue
+            d_local = d / scale
+            out.append({"rosette": is_ros, "k": k, "central": central, "kind": kind, "rho": rho,
+                         "radius": radius, "y": y, "x": x, "c": c, "theta0": float(rng.uniform(0, 2 * np.pi)),
+                         "d_local": d_local, "mask_r": mask_radius * d_local,
+                         "central_r": 0.28 * d_local * float(rng.uniform(0.85, 1.15)),
+                         "harm": rng.uniform(-0.12, 0.12, 4).tolist(), "phase": rng.uniform(0, 2 * np.pi, 4).tolist()})
+            break
+        else:
+            log.warning("could not place a %s (k=%d): image too crowded", kind, k)
+    n_r = sum(s["rosette"] for s in out)
+    if n_r < n_ros:
+        log.warning("placed %d of %d requested rosettes", n_r, n_ros)
+    return out
+
+
+def _central_cell(s, h, w, gap):
+    """Slice, inside-mask and rim-gap mask of the small central cell of structure ``s``."""
+    r0 = s["central_r"]
+    rmax = int(math.ceil(r0 * 1.6)) + 1
+    y, x = s["y"], s["x"]
+    sl = (slice(max(0, y - rmax), min(h, y + rmax + 1)), slice(max(0, x - rmax), min(w, x + rmax + 1)))
+    yy, xx = np.mgrid[sl]
+    dy, dx = yy - y, xx - x
+    r = np.hypot(dy, dx)
+    th = np.arctan2(dy, dx)
+    rc = np.full_like(r, r0)
+    for n, (a, p) in enumerate(zip(s["harm"], s["phase"]), start=2):
+        rc = rc + r0 * a * np.cos(n * th + p)
+    inside = r <= rc
+    g = float(gap[y, x]) if gap is not None else 0.0
+    rim = r > rc - 2 * g
+    return sl, inside, rim
+
+
+def _sequential_lut(seed_map, n_ids, min_area, keep=()):
+    """Lookup table ``lut[id + 1] -> 1..n`` for ids present with at least ``min_area`` pixels (-1 -> 0).
+
+    Ids in ``keep`` (protected structure cells) stay whenever they are present at all.
+    """
+    counts = np.bincount((seed_map + 1).ravel(), minlength=n_ids + 1)
+    counts[0] = 0
+    present = counts >= min_area
+    keep = np.asarray(sorted(keep), dtype=np.int64) + 1
+    present[keep] |= counts[keep] > 0
+    lut = np.zeros(len(counts), np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    return lut, int(present.sum())
+
+
+def _remap_meta_cells(structures, ros_meta, dec_meta, lut2):
+    """After noise (new numbering) re-express the protected cells' ids."""
+    ros = [s for s in structures if s["rosette"]]
+    dec = [s for s in structures if not s["rosette"]]
+    for s, entry in list(zip(ros, ros_meta)) + list(zip(dec, dec_meta)):
+        ids = list(s["seed_ids"]) + ([s["central_id"]] if s["central"] else [])
+        entry["cells"] = [int(lut2[i + 1]) for i in ids]
+        if s["central"]:
+            entry["central_cell"] = entry["cells"][-1]
+
+
+def _label_noise(rng, seg, n_ids, noise, protected, d):
+    """Merges, splits and drops of unprotected cells. ``seg`` holds ids (-1 = none)."""
+    from scipy import ndimage
+
+    h, w = seg.shape
+    stats = {"merged": 0, "split": 0, "dropped": 0}
+    prot = np.zeros(n_ids + 1, bool)
+    prot[list(protected)] = True
+    present = np.unique(seg[::3, ::3])
+    present = present[(present >= 0)]
+    cand = present[~prot[present]]
+    n_cand = len(cand)
+    if n_cand == 0:
+        return seg, stats
+    mapping = np.arange(n_ids + 1, dtype=np.int64)  # id -> id after merges / drops (-1)
+    # merges: random adjacent pairs of unprotected cells
+    a = seg[:, :-1].ravel()
+    b = seg[:, 1:].ravel()
+    sel = (a != b) & (a >= 0) & (b >= 0)
+    pairs = np.unique(np.stack([np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])], 1), axis=0)
+    pairs = pairs[~prot[pairs[:, 0]] & ~prot[pairs[:, 1]]]
+    n_merge = int(rng.binomial(n_cand, 0.035 * noise))
+    used = set()
+    if n_merge and len(pairs):
+        order = rng.permutation(len(pairs))
+        for p in pairs[order]:
+            if stats["merged"] >= n_merge:
+                break
+            i, j = int(p[0]), int(p[1])
+            if i in used or j in used:
+                continue
+            used.update((i, j))
+            mapping[j] = i
+            stats["merged"] += 1
+    # drops (missed cells)
+    n_drop = int(rng.binomial(n_cand, 0.01 * noise))
+    for i in rng.permutation(cand)[: n_drop * 3]:
+        if stats["dropped"] >= n_drop:
+            break
+        i = int(i)
+        if i in used:
+            continue
+        used.add(i)
+        mapping[i] = -1
+        stats["dropped"] += 1
+    ext = np.concatenate([[-1], mapping])
+    seg = ext[seg + 1]
+    # splits: straight cut through the centroid
+    n_split = int(rng.binomial(n_cand, 0.03 * noise))
+    if n_split:
+        next_id = n_ids + 1
+        seg = seg.astype(np.int64, copy=False)
+        objs = ndimage.find_objects(seg + 1)
+        tries = [int(i) for i in rng.permutation(cand) if int(i) not in used][: n_split]
+        for i in tries:
+            sl = objs[i + 1] if i + 1 < len(objs) else None
+            if sl is None:
+                continue
+            sub = seg[sl]
+            mask = sub == i
+            if mask.sum() < 0.4 * _HEX_AREA * d * d:
+                continue
+            yy, xx = np.nonzero(mask)
+            th = rng.uniform(0, np.pi)
+            proj = (yy - yy.mean()) * math.sin(th) + (xx - xx.mean()) * math.cos(th)
+            off = rng.uniform(-0.2, 0.2) * (proj.max() - proj.min())
+            side = proj > off
+            sub[yy[side], xx[side]] = next_id
+            next_id += 1
+            stats["split"] += 1
+    return seg, stats
+
+
+def _outline_noise(rng, outlines, labels, noise, d):
+    """In-place: short breaks in the outlines and spurious line fragments inside cells."""
+    h, w = outlines.shape
+    stats = {"gaps": 0, "fragments": 0}
+    ys, xs = np.nonzero(outlines)
+    n_out = len(ys)
+    if n_out == 0:
+        return stats
+    n_cells_est = h * w / (_HEX_AREA * d * d)
+    n_gaps = int(rng.poisson(0.5 * noise * n_cells_est))
+    pick = rng.integers(0, n_out, n_gaps)
+    rad = rng.uniform(1.0, 1.5 + 2.0 * noise, n_gaps)
+    for y, x, r in zip(ys[pick], xs[pick], rad):
+        ri = int(math.ceil(r))
+        y0, y1 = max(0, y - ri), min(h, y + ri + 1)
+        x0, x1 = max(0, x - ri), min(w, x + ri + 1)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        outlines[y0:y1, x0:x1][(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = 0
+    stats["gaps"] = n_gaps
+    # spurious fragments: short slightly curved lines starting inside a cell
+    n_frag = int(rng.poisson(0.25 * noise * n_cells_est))
+    for _ in range(n_frag):
+        y, x = rng.uniform(0, h), rng.uniform(0, w)
+        th = rng.uniform(0, 2 * np.pi)
+        length = rng.uniform(3, 0.4 * d)
+        curv = rng.uniform(-0.15, 0.15)
+        steps = int(length * 1.5)
+        for _s in range(steps):
+            yi, xi = int(y), int(x)
+            if 0 <= yi < h and 0 <= xi < w:
+                outlines[yi, xi] = 1
+            y += math.sin(th) / 1.5
+            x += math.cos(th) / 1.5
+            th += curv
+    stats["fragments"] = n_frag
+    return stats
+
+
+# ----------------------------------------------------------------------------- files
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_image(img: SynthImage, out: str | os.PathLike, stem: str) -> list[Path]:
+    """Write one :class:`SynthImage` as ``<stem>_labels.tif``, ``_outlines.tif``, ``_rosettes.tif``, ``.json``."""
+    import tifffile
+
+    out = Path(out)
+    paths = []
+    for suffix, arr in (("_labels.tif", img.labels), ("_outlines.tif", img.outlines),
+                        ("_rosettes.tif", img.rosettes)):
+        p = out / f"{stem}{suffix}"
+        _atomic_write(p, lambda t, a=arr: tifffile.imwrite(t, a, compression="zlib"))
+        paths.append(p)
+    p = out / f"{stem}.json"
+    text = json.dumps(img.meta, indent=1)
+    _atomic_write(p, lambda t: Path(t).write_text(text + "\n"))
+    paths.append(p)
+    return paths
+
+
+def write_dataset(out: str | os.PathLike, n: int = 4, size: int | Sequence[int] = 1024, seed: int = 0,
+                  noise: float = 0.5, cell_diameter: float | None = None, progress: bool = True,
+                  **kwargs: Any) -> list[Path]:
+    """Generate ``n`` images (image ``i`` uses ``seed + i``) and write them into ``out``.
+
+    Per image: ``synth_0000_labels.tif`` (int32), ``synth_0000_outlines.tif`` (uint8 0/1),
+    ``synth_0000_rosettes.tif`` (uint16 instances) and ``synth_0000.json`` (meta). Each file is
+    written to a temporary name first and renamed, so no half-written file is left behind.
+    Returns the JSON paths. Extra keyword arguments go to :func:`generate`.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SynthError(f"n (number of images) must be a positive integer, got {n!r}")
+    h, w = _size2(size)
+    d = float(DEFAULT_CELL_DIAMETER if cell_diameter is None else cell_diameter)
+    _check_args(h, w, d, float(noise))  # fail before creating anything
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    written = []
+    for i in tqdm(range(int(n)), desc="synth", unit="img", disable=not progress):
+        img = generate((h, w), seed=int(seed) + i, cell_diameter=cell_diameter, noise=noise, **kwargs)
+        stem = f"synth_{i:04d}"
+        written.append(write_image(img, out, stem)[-1])
+        log.info("%s: %d cells, %d rosettes, %d decoys", stem, img.meta["n_cells"], len(img.meta["rosettes"]),
+                 len(img.meta["decoys"]))
+    return written
+
+
+def load_dataset(directory: str | os.PathLike) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, dict]]:
+    """Read a folder written by :func:`write_dataset`: a list of ``(stem, labels, outlines, rosettes, meta)``.
+
+    Images are found by their JSON files (``*.json`` with the three TIFFs beside them), sorted by
+    stem.
+    """
+    import tifffile
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SynthError(f"{directory}: no such directory")
+    items = []
+    for js in sorted(directory.glob("*.json")):
+        stem = js.stem
+        tifs = [directory / f"{stem}{s}" for s in FILE_SUFFIXES[:3]]
+        if not all(t.is_file() for t in tifs):
+            continue
+        try:
+            meta = json.loads(js.read_text())
+            arrays = [tifffile.imread(t) for t in tifs]
+        except Exception as exc:
+            raise SynthError(f"{js}: cannot read synthetic image ({type(exc).__name__}: {exc})") from None
+        items.append((stem, arrays[0], arrays[1], arrays[2], meta))
+    if not items:
+        raise SynthError(f"{directory}: no synthetic images found (expected synth_0000.json with "
+                         "synth_0000_labels.tif, _outlines.tif, _rosettes.tif beside it)")
+    return items
