@@ -38,7 +38,8 @@ How the tissue is made
    fine-scale boundary jitter. Each pixel takes the label of its nearest seed. The map is a
    smooth bijection, so the topology above (who meets whom at ``c``) is kept in the image and
    rosette centres are recorded at exact pixel positions.
-5. Optional tissue-free regions (label 0) come from a thresholded smooth random field.
+5. Optional tissue-free regions (label 0): the cells whose centre falls into a thresholded
+   smooth random field are removed, so the tissue edge follows cell outlines.
 
 Ground-truth rosette mask (the one definition used everywhere)
 --------------------------------------------------------------
@@ -172,7 +173,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
              noise: float = 0.5, n_rosettes: int | None = None, rosette_density: float = 1.5,
              extrusion_fraction: float = 0.35, k_range: tuple[int, int] = (5, 12),
              n_decoys: int | None = None, decoy_density: float = 1.0, elongation: float | None = None,
-             gradient: float | None = None, warp: float = 1.0, tissue_free: float | None = None,
+             gradient: float | None = None, warp: float = 1.0, wiggle: float = 1.0, tissue_free: float | None = None,
              mask_radius: float = 1.0, lloyd_iterations: int = 4) -> SynthImage:
     """Generate one synthetic epithelium image with known rosettes.
 
@@ -193,6 +194,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         elongation: cell aspect ratio (1 = isotropic); None draws one in [1, 1.35].
         gradient: ratio of cell size across the image (density gradient); None draws one in [1, 1.5].
         warp: strength of the large-scale smooth warp (0 = none).
+        wiggle: strength of the cell-scale curvature of cell edges (0 = straight Voronoi edges).
         tissue_free: fraction of the image without tissue (label 0); None: 0 for 60 % of the
             seeds, else a fraction in [0.03, 0.15].
         mask_radius: ground-truth clip radius in local cell diameters (see module docstring).
@@ -214,7 +216,11 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         raise SynthError(f"extrusion_fraction must be in [0, 1], got {extrusion_fraction!r}")
     if not 0.3 <= mask_radius <= 3:
         raise SynthError(f"mask_radius must be in [0.3, 3] cell diameters, got {mask_radius!r}")
-    rng = np.random.default_rng(seed)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SynthError(f"seed must be a non-negative integer, got {seed!r}")
+    # two independent streams: the tissue geometry (cells, rosettes, decoys) and the segmentation
+    # noise, so the same seed gives the same tissue and rosettes at every noise level
+    rng, nrng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
 
     # --- global tissue parameters
     if elongation is None:
@@ -230,7 +236,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     if not 0 <= tissue_free <= 0.8:
         raise SynthError(f"tissue_free must be in [0, 0.8], got {tissue_free!r}")
 
-    uy, ux = _tissue_map(rng, h, w, d, elongation, gradient, warp, noise)
+    uy, ux = _tissue_map(rng, h, w, d, elongation, gradient, warp, wiggle)
 
     # --- tissue-free regions (image space)
     tissue = None
@@ -241,8 +247,8 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     # gap half-width field (segmentation gaps between cells), image space
     gap = None
     if noise > 0:
-        g = _smooth_field(rng, h, w, spacing=3 * d)
-        gap = (np.clip(g, 0, None) * (0.9 * noise)).astype(np.float32)
+        g = _smooth_field(nrng, h, w, spacing=3 * d)
+        gap = (np.clip(g - 0.3, 0, None) * (1.1 * noise)).astype(np.float32)
 
     # --- seeds: uniform + Lloyd in the tissue plane
     m = 2.5 * d
@@ -265,6 +271,16 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         n_decoys = int(rng.poisson(decoy_density * n_cells_est / 100))
     structures = _place_structures(rng, h, w, d, uy, ux, tissue, int(n_rosettes), int(n_decoys),
                                    extrusion_fraction, (k_lo, k_hi), mask_radius)
+
+    # fine-scale boundary jitter (segmentation noise); structure centres are re-read from the
+    # jittered map so that each recorded centre stays exactly on its junction
+    if noise > 0:
+        sp = max(2.5, d / 7)
+        amp = 0.9 * noise
+        uy += amp * _smooth_field(nrng, h, w, sp)
+        ux += amp * _smooth_field(nrng, h, w, sp)
+        for s in structures:
+            s["c"] = (float(uy[s["y"], s["x"]]), float(ux[s["y"], s["x"]]))
 
     fixed_list = []
     exclusions = []
@@ -319,10 +335,18 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     # --- clean labels (sequential ids), tissue-free regions removed
     clean_seed = cell_id
     if tissue is not None:
-        clean_seed = np.where(tissue, cell_id, -1)
-    protected = set()
-    for s in structures:
-        protected.update(list(s["seed_ids"]) + ([s["central_id"]] if s["central"] else []))
+        # whole cells whose centroid lies in the tissue-free field are removed, so the tissue
+        # edge runs along cell outlines, like the edge of a real epithelium
+        yy, xx = np.indices((h, w), dtype=np.float32)
+        flat = cell_id.ravel()
+        cnt = np.maximum(np.bincount(flat, minlength=n_ids), 1)
+        cy = np.clip(np.rint(np.bincount(flat, yy.ravel(), minlength=n_ids) / cnt), 0, h - 1).astype(np.intp)
+        cx = np.clip(np.rint(np.bincount(flat, xx.ravel(), minlength=n_ids) / cnt), 0, w - 1).astype(np.intp)
+        gone = ~tissue[cy, cx]
+        gone[sorted(_protected_ids(structures))] = False
+        clean_seed = np.where(gone[cell_id], -1, cell_id)
+        del yy, xx
+    protected = _protected_ids(structures)
     lut, n_clean = _sequential_lut(clean_seed, n_ids, min_area=0.12 * _HEX_AREA * d * d, keep=protected)
     clean_labels = lut[clean_seed + 1]
 
@@ -362,7 +386,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     noise_stats = {"merged": 0, "split": 0, "dropped": 0}
     if noise > 0:
         seg_seed = np.where(in_gap, -1, clean_seed)
-        seg_seed, noise_stats = _label_noise(rng, seg_seed, n_ids, noise, protected, d)
+        seg_seed, noise_stats = _label_noise(nrng, seg_seed, n_ids, noise, protected, d)
     if noise > 0:
         lut2, n_cells = _sequential_lut(seg_seed, int(seg_seed.max()) + 1, min_area=4, keep=protected)
         labels = lut2[seg_seed + 1]
@@ -374,7 +398,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
 
     outlines = inner_outlines(labels).astype(np.uint8)
     if noise > 0:
-        outline_stats = _outline_noise(rng, outlines, labels, noise, d)
+        outline_stats = _outline_noise(nrng, outlines, labels, noise, d)
         noise_stats.update(outline_stats)
 
     meta: dict[str, Any] = {
@@ -392,7 +416,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
 
 
 # ----------------------------------------------------------------------------- pieces
-def _tissue_map(rng, h, w, d, elongation, gradient, warp, noise):
+def _tissue_map(rng, h, w, d, elongation, gradient, warp, wiggle):
     """Tissue-plane coordinates (uy, ux) of every pixel (float32)."""
     cy, cx = (h - 1) / 2, (w - 1) / 2
     y = np.arange(h, dtype=np.float32) - cy
@@ -421,10 +445,10 @@ def _tissue_map(rng, h, w, d, elongation, gradient, warp, noise):
         amp = 0.10 * sp * warp
         uy = uy + amp * _smooth_field(rng, h, w, sp)
         ux = ux + amp * _smooth_field(rng, h, w, sp)
-    # fine-scale boundary jitter (segmentation noise)
-    if noise > 0:
-        sp = max(2.5, d / 7)
-        amp = 0.9 * noise
+    # cell-scale wiggle: gently curved cell edges, as in real apical outlines
+    if wiggle > 0:
+        sp = 0.6 * d
+        amp = 0.06 * d * wiggle
         uy = uy + amp * _smooth_field(rng, h, w, sp)
         ux = ux + amp * _smooth_field(rng, h, w, sp)
     return uy.astype(np.float32), ux.astype(np.float32)
@@ -511,7 +535,7 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
             out.append({"rosette": is_ros, "k": k, "central": central, "kind": kind, "rho": rho,
                          "radius": radius, "y": y, "x": x, "c": c, "theta0": float(rng.uniform(0, 2 * np.pi)),
                          "d_local": d_local, "mask_r": mask_radius * d_local,
-                         "central_r": 0.28 * d_local * float(rng.uniform(0.85, 1.15)),
+                         "central_r": 0.3 * d_local * float(rng.uniform(0.85, 1.15)),
                          "harm": rng.uniform(-0.12, 0.12, 4).tolist(), "phase": rng.uniform(0, 2 * np.pi, 4).tolist()})
             break
         else:
@@ -539,6 +563,14 @@ def _central_cell(s, h, w, gap):
     g = float(gap[y, x]) if gap is not None else 0.0
     rim = r > rc - 2 * g
     return sl, inside, rim
+
+
+def _protected_ids(structures):
+    """Seed / painted ids of all rosette and decoy cells."""
+    out = set()
+    for s in structures:
+        out.update(list(s["seed_ids"]) + ([s["central_id"]] if s["central"] else []))
+    return out
 
 
 def _sequential_lut(seed_map, n_ids, min_area, keep=()):
@@ -622,7 +654,7 @@ def _label_noise(rng, seg, n_ids, noise, protected, d):
         objs = ndimage.find_objects(seg + 1)
         tries = [int(i) for i in rng.permutation(cand) if int(i) not in used][: n_split]
         for i in tries:
-            sl = objs[i + 1] if i + 1 < len(objs) else None
+            sl = objs[i] if i < len(objs) else None
             if sl is None:
                 continue
             sub = seg[sl]
@@ -649,9 +681,9 @@ def _outline_noise(rng, outlines, labels, noise, d):
     if n_out == 0:
         return stats
     n_cells_est = h * w / (_HEX_AREA * d * d)
-    n_gaps = int(rng.poisson(0.5 * noise * n_cells_est))
+    n_gaps = int(rng.poisson(0.3 * noise * n_cells_est))
     pick = rng.integers(0, n_out, n_gaps)
-    rad = rng.uniform(1.0, 1.5 + 2.0 * noise, n_gaps)
+    rad = rng.uniform(1.0, 1.5 + 1.5 * noise, n_gaps)
     for y, x, r in zip(ys[pick], xs[pick], rad):
         ri = int(math.ceil(r))
         y0, y1 = max(0, y - ri), min(h, y + ri + 1)
@@ -660,7 +692,7 @@ def _outline_noise(rng, outlines, labels, noise, d):
         outlines[y0:y1, x0:x1][(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = 0
     stats["gaps"] = n_gaps
     # spurious fragments: short slightly curved lines starting inside a cell
-    n_frag = int(rng.poisson(0.25 * noise * n_cells_est))
+    n_frag = int(rng.poisson(0.15 * noise * n_cells_est))
     for _ in range(n_frag):
         y, x = rng.uniform(0, h), rng.uniform(0, w)
         th = rng.uniform(0, 2 * np.pi)

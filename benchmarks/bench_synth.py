@@ -1,0 +1,174 @@
+"""Speed and realism of the synthetic epithelium generator (issue 3).
+
+    .venv/bin/python benchmarks/bench_synth.py [--rounds 7] [--size 1024] [--out benchmarks/results/synth.json]
+
+Speed: ``generate(size)`` at noise 0, 0.5 and 1.0, measured in interleaved rounds (one call of
+each setting per round, so a slow period of the machine hits all settings alike) after one
+warm-up call each; the median is the reported time. Target: a 1024 x 1024 image in <= 2 s.
+
+Realism: over a few default images, the distribution of neighbour numbers (polygon classes)
+of interior cells of the clean tiling (epithelia: mostly hexagons, ~25 % pentagons, ~20 %
+heptagons), the outline pixel fraction, cells / rosettes / decoys per image, the rosette k and
+kind histogram, and a check that every recorded rosette has exactly k cells at its centre in
+the noisy label image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rosette_bmz.synth import generate  # noqa: E402
+
+TARGET_S = 2.0
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import scipy
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": affinity, "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "note": "machine shared with other jobs; medians of interleaved rounds"}
+
+
+def neighbour_counts(labels: np.ndarray) -> np.ndarray:
+    """Neighbour number of every interior cell (8-connected contacts, image-border cells excluded)."""
+    lab = labels
+    pairs = []
+    for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1, :], lab[1:, :]), (lab[:-1, :-1], lab[1:, 1:]),
+                 (lab[:-1, 1:], lab[1:, :-1])):
+        sel = (a != b) & (a > 0) & (b > 0)
+        pairs.append(np.stack([np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])], 1))
+    pairs = np.unique(np.concatenate(pairs), axis=0)
+    deg = np.bincount(pairs.ravel(), minlength=int(lab.max()) + 1)
+    exclude = np.zeros(deg.size, bool)
+    exclude[np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))] = True
+    # cells touching tissue-free pixels are tissue-edge cells
+    bg = lab == 0
+    near_bg = np.zeros_like(bg)
+    near_bg[:-1] |= bg[1:]
+    near_bg[1:] |= bg[:-1]
+    near_bg[:, :-1] |= bg[:, 1:]
+    near_bg[:, 1:] |= bg[:, :-1]
+    exclude[np.unique(lab[near_bg])] = True
+    exclude[0] = True
+    return deg[~exclude & (deg > 0)]
+
+
+def multiplicity_ok(img) -> tuple[int, int]:
+    from scipy import ndimage
+
+    ok = 0
+    for r in img.meta["rosettes"]:
+        lab = img.labels
+        if "central_cell" in r:
+            m = lab == r["central_cell"]
+            ring = ndimage.binary_dilation(m, iterations=4) & ~m
+            cells = set(np.unique(lab[ring]).tolist()) - {0, r["central_cell"]}
+        else:
+            rad = max(4, round(0.25 * r["cell_diameter_local"]))
+            yy, xx = np.mgrid[-rad:rad + 1, -rad:rad + 1]
+            sub = lab[r["y"] - rad:r["y"] + rad + 1, r["x"] - rad:r["x"] + rad + 1]
+            cells = set(np.unique(sub[yy ** 2 + xx ** 2 <= rad * rad]).tolist()) - {0}
+        ok += len(cells) == r["k"]
+    return ok, len(img.meta["rosettes"])
+
+
+def realism(n_images: int, size: int) -> dict:
+    degs, frac, n_cells, n_ros, n_dec, ks, kinds = [], [], [], [], [], [], []
+    mult_ok = mult_n = 0
+    for i in range(n_images):
+        img = generate(size, seed=1000 + i)
+        degs.append(neighbour_counts(img.clean_labels))
+        frac.append(float(img.outlines.mean()))
+        n_cells.append(img.meta["n_cells"])
+        n_ros.append(len(img.meta["rosettes"]))
+        n_dec.append(len(img.meta["decoys"]))
+        ks += [r["k"] for r in img.meta["rosettes"]]
+        kinds += [r["kind"] for r in img.meta["rosettes"]]
+        a, b = multiplicity_ok(img)
+        mult_ok += a
+        mult_n += b
+    deg = np.concatenate(degs)
+    hist = np.bincount(deg, minlength=10)
+    return {
+        "images": n_images, "size": size, "settings": "generate(size, seed=1000+i), all other arguments default",
+        "interior_cells": int(deg.size),
+        "polygon_fractions": {str(n): round(float(hist[n] / deg.size), 4) for n in range(3, 10) if hist[n]},
+        "outline_pixel_fraction_mean": round(float(np.mean(frac)), 4),
+        "cells_per_image_mean": round(float(np.mean(n_cells)), 1),
+        "rosettes_per_image_mean": round(float(np.mean(n_ros)), 2),
+        "decoys_per_image_mean": round(float(np.mean(n_dec)), 2),
+        "rosette_k_histogram": {str(k): int(v) for k, v in zip(*np.unique(ks, return_counts=True))},
+        "rosette_kinds": {str(k): int(v) for k, v in zip(*np.unique(kinds, return_counts=True))},
+        "rosettes_with_exactly_k_cells_at_centre": f"{mult_ok}/{mult_n}",
+    }
+
+
+def speed(size: int, rounds: int) -> dict:
+    noises = (0.0, 0.5, 1.0)
+    for nz in noises:  # warm-up (imports, caches)
+        generate(size, seed=0, noise=nz)
+    times = {nz: [] for nz in noises}
+    for r in range(rounds):
+        for nz in noises:
+            t0 = time.perf_counter()
+            generate(size, seed=r + 1, noise=nz)
+            times[nz].append(time.perf_counter() - t0)
+    res = {}
+    for nz in noises:
+        res[f"noise_{nz:g}"] = {"median_s": round(statistics.median(times[nz]), 4),
+                                "min_s": round(min(times[nz]), 4), "max_s": round(max(times[nz]), 4)}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--realism-images", type=int, default=4)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "synth.json"))
+    args = ap.parse_args()
+
+    sp = speed(args.size, args.rounds)
+    worst = max(v["median_s"] for v in sp.values())
+    result = {
+        "benchmark": "synth.generate", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "size": [args.size, args.size], "rounds": args.rounds,
+        "target_s": TARGET_S, "speed": sp, "worst_median_s": worst, "meets_target": worst <= TARGET_S,
+        "realism": realism(args.realism_images, args.size),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    print(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
