@@ -8,8 +8,12 @@ disagrees with eager PyTorch is ever written into a package.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,8 +22,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ONNX_OPSET", "ConversionError", "to_torchscript", "to_onnx", "run_torchscript", "run_onnx",
-           "run_eager", "check_agreement"]
+__all__ = ["ONNX_OPSET", "ConversionError", "to_torchscript", "to_torchscript_reproducible", "to_onnx",
+           "run_torchscript", "run_onnx", "run_eager", "check_agreement", "save_state_dict_bytes",
+           "strip_torchscript_debug"]
 
 #: deepImageJ reads ONNX opset <= 17 and no external data files.
 ONNX_OPSET = 17
@@ -36,18 +41,93 @@ def _tmp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-def to_torchscript(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
-    """Trace ``model`` (eval mode) on ``example`` and save it as TorchScript."""
-    path = Path(path)
+def strip_torchscript_debug(data: bytes) -> bytes:
+    """Rewrite a TorchScript archive without its ``*.debug_pkl`` records.
+
+    Those records map graph nodes to Python source lines and hold the absolute paths of the
+    files that were traced (this checkout, this venv), so two checkouts would write different
+    bytes. ``torch.jit.load`` does not need them; the archive is rewritten with torch's own
+    zip writer (aligned records, deterministic ``serialization_id``).
+    """
+    reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for name in reader.get_all_records():
+        if name.endswith(".debug_pkl") or name == ".data/serialization_id":
+            continue
+        record = reader.get_record(name)
+        writer.write_record(name, record, len(record))
+    writer.write_end_of_file()
+    return out.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
     tmp = _tmp_beside(path)
     try:
-        with torch.no_grad():
-            traced = torch.jit.trace(model.eval(), example, check_trace=False)
-        traced.save(str(tmp))
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def save_state_dict_bytes(state) -> bytes:
+    """``torch.save`` of a state dict into bytes that depend on the tensors only.
+
+    Saving to a file would name the archive's root folder after the file (a temporary name
+    here), so the bytes are produced in memory (root ``archive/``) and written afterwards.
+    """
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buf)
+    return buf.getvalue()
+
+
+def to_torchscript(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
+    """Trace ``model`` (eval mode) on ``example`` and save it as TorchScript.
+
+    The example input is not stored in the file and source-line debug records are dropped
+    (:func:`strip_torchscript_debug`). Traced class names get a per-process counter suffix,
+    so for byte-identical files across exports use :func:`to_torchscript_reproducible`.
+    """
+    path = Path(path)
+    with torch.no_grad():
+        traced = torch.jit.trace(model.eval(), example, check_trace=False, _store_inputs=False)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    return _write_atomic(path, strip_torchscript_debug(buf.getvalue()))
+
+
+def to_torchscript_reproducible(callable_name: str, kwargs: dict, weights: str | os.PathLike,
+                                path: str | os.PathLike, example_shape: tuple[int, ...]) -> Path:
+    """Trace ``rosette_bmz.model.<callable_name>(**kwargs)`` with ``weights`` in a fresh interpreter.
+
+    TorchScript numbers the classes it creates per process (``___torch_mangle_N``), so tracing
+    a second model in the same process writes different bytes. A fresh interpreter makes the
+    file a function of the weights, the architecture and the torch version only.
+    """
+    path = Path(path)
+    args = {"callable": callable_name, "kwargs": kwargs, "weights": str(Path(weights).resolve()),
+            "path": str(path.resolve()), "shape": list(example_shape)}
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "rosette_bmz.convert", json.dumps(args)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise ConversionError(f"TorchScript tracing of {callable_name}({kwargs}) failed:\n{tail}")
+    return path
+
+
+def _torchscript_main(argv: list[str]) -> int:
+    from . import model as arch
+
+    args = json.loads(argv[0])
+    module = getattr(arch, args["callable"])(**args["kwargs"])
+    state = torch.load(args["weights"], map_location="cpu", weights_only=True)
+    module.load_state_dict(state, strict=True)
+    to_torchscript(module.eval(), args["path"], torch.zeros(args["shape"], dtype=torch.float32))
+    return 0
 
 
 def to_onnx(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tensor,
@@ -107,3 +187,7 @@ def check_agreement(model: torch.nn.Module, x: np.ndarray, torchscript: str | os
         raise ConversionError("converted weights disagree with eager PyTorch: " + ", ".join(
             f"{k} max abs diff {v:.3g} > {tol:g}" for k, v in bad.items()))
     return diffs
+
+
+if __name__ == "__main__":  # used by to_torchscript_reproducible
+    sys.exit(_torchscript_main(sys.argv[1:]))

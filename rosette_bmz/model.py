@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AttentionUNet", "AttentionGate", "DIVISOR"]
+__all__ = ["AttentionUNet", "AttentionGate", "DIVISOR", "OutlinesAttentionUNet", "LabelsAttentionUNet",
+           "outlines_to_channels", "labels_to_outlines"]
 
 #: Height and width of the input must be multiples of this (four 2x poolings).
 DIVISOR = 16
@@ -145,3 +146,86 @@ class AttentionUNet(nn.Module):
         d1 = self.upconv1(d2)                                      # H
         d1 = self.dec1(torch.cat([d1, _resize(self.att1(d1, e1), d1)], dim=1))
         return self.final(d1)
+
+
+# ----------------------------------------------------------------------------------------------
+# In-graph input variants (appended for the exporter's ``--input-kind outlines|labels``).
+# AttentionUNet above is unchanged. These subclasses hold exactly the same weights (the input
+# builder has no parameters), so one state dict serves the 2-channel model and both variants;
+# ``final`` (Conv + Sigmoid) stays the last registered module. Everything is plain tensor
+# arithmetic (pad, compare, max/min), so tracing to TorchScript and ONNX opset 17 is exact.
+
+
+def _cross_neighbours(padded: torch.Tensor) -> list:
+    """The four direct neighbours (up, down, left, right) of every pixel of a 1-px padded map."""
+    return [padded[:, :, :-2, 1:-1], padded[:, :, 2:, 1:-1], padded[:, :, 1:-1, :-2], padded[:, :, 1:-1, 2:]]
+
+
+def outlines_to_channels(outlines: torch.Tensor) -> torch.Tensor:
+    """Binary outlines ``(B, 1, H, W)`` (any encoding: foreground = value > 0) -> ``(B, 2, H, W)``.
+
+    Channel 0 equals ``skimage.segmentation.find_boundaries(outlines > 0, mode="thick")``: a pixel
+    is a boundary pixel when its cross-shaped neighbourhood (itself and its 4 direct neighbours)
+    holds both values, i.e. grey dilation != grey erosion with the connectivity-1 footprint.
+    scikit-image mirrors the image at its edge for that, so a neighbour outside the image equals
+    the edge pixel itself: replicate padding does the same here. Channel 1 is ``outlines > 0``.
+    """
+    fg = (outlines > 0).to(torch.float32)
+    around = _cross_neighbours(F.pad(fg, (1, 1, 1, 1), mode="replicate"))
+    dilated, eroded = fg, fg
+    for n in around:
+        dilated = torch.maximum(dilated, n)
+        eroded = torch.minimum(eroded, n)
+    return torch.cat([dilated - eroded, fg], dim=1)
+
+
+def labels_to_outlines(labels: torch.Tensor) -> torch.Tensor:
+    """Label image ``(B, 1, H, W)`` (0 = background) -> Cellpose-style inner outlines (0/1 float).
+
+    A pixel of cell ``i > 0`` is an outline pixel if any of its 4 direct neighbours is not ``i``
+    (another cell, background, or outside the image: zero padding). Same rule as
+    ``rosette_bmz.inputs.inner_outlines``. Labels must be whole numbers; as float32 they are exact
+    up to 2**24 = 16,777,216 cells.
+    """
+    around = _cross_neighbours(F.pad(labels, (1, 1, 1, 1), mode="constant", value=0.0))
+    differs = around[0] != labels
+    for n in around[1:]:
+        differs = differs | (n != labels)
+    return (differs & (labels > 0)).to(torch.float32)
+
+
+def _check_one_channel(x: torch.Tensor, name: str) -> None:
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"{name} expects a (batch, 1, y, x) tensor, got shape {tuple(x.shape)}")
+
+
+class OutlinesAttentionUNet(AttentionUNet):
+    """AttentionUNet reading a 1-channel binary outline image (0/1, 0/255, ...) directly.
+
+    Builds the published 2-channel input in the graph (:func:`outlines_to_channels`), then runs
+    the unchanged network. Same weights (state dict keys) as ``AttentionUNet(in_channels=2)``.
+    """
+
+    def __init__(self, out_channels: int = 1, base_channels: int = 64):
+        super().__init__(in_channels=2, out_channels=out_channels, base_channels=base_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export():
+            _check_one_channel(x, type(self).__name__)
+        return super().forward(outlines_to_channels(x))
+
+
+class LabelsAttentionUNet(AttentionUNet):
+    """AttentionUNet reading a 1-channel cell label image (e.g. Cellpose masks) directly.
+
+    Draws the inner outlines (:func:`labels_to_outlines`) and the 2-channel input in the graph,
+    then runs the unchanged network. Same weights as ``AttentionUNet(in_channels=2)``.
+    """
+
+    def __init__(self, out_channels: int = 1, base_channels: int = 64):
+        super().__init__(in_channels=2, out_channels=out_channels, base_channels=base_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export():
+            _check_one_channel(x, type(self).__name__)
+        return super().forward(outlines_to_channels(labels_to_outlines(x.to(torch.float32))))
