@@ -248,7 +248,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     gap = None
     if noise > 0:
         g = _smooth_field(nrng, h, w, spacing=3 * d)
-        gap = (np.clip(g - 0.3, 0, None) * (1.1 * noise)).astype(np.float32)
+        gap = np.clip((g - 0.3) * (1.1 * noise), 0, 1.5).astype(np.float32)
 
     # --- seeds: uniform + Lloyd in the tissue plane
     m = 2.5 * d
@@ -306,19 +306,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     seeds = _lloyd(seeds, fixed, grid, lloyd_iterations - n_first, exclusions)
 
     # --- rasterise: nearest seed of each pixel's tissue-plane position
-    tree = cKDTree(seeds)
-    pts = np.stack([uy.ravel(), ux.ravel()], -1)
-    if gap is not None:
-        dist, idx = tree.query(pts, k=2, workers=-1)
-        i1 = idx[:, 0].reshape(h, w)
-        sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, 1]]).T)
-        bis = ((dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(sep, 1e-6))).reshape(h, w)
-        in_gap = bis < gap
-        del dist, idx, sep, bis
-    else:
-        i1 = tree.query(pts, k=1, workers=-1)[1].reshape(h, w)
-        in_gap = None
-    del pts
+    i1, i2, in_gap = _rasterise(seeds, uy, ux, gap)
     n_all = len(seeds)
 
     # --- paint central cells (extrusion rosettes, small-cell decoys)
@@ -385,9 +373,14 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     seg_seed = clean_seed
     noise_stats = {"merged": 0, "split": 0, "dropped": 0}
     if noise > 0:
-        seg_seed = np.where(in_gap, -1, clean_seed)
-        seg_seed, noise_stats = _label_noise(nrng, seg_seed, n_ids, noise, protected, d)
-    if noise > 0:
+        ext, free, noise_stats = _merge_drop(nrng, clean_seed, n_ids, noise, protected)
+        seg_seed = ext[clean_seed + 1]
+        # gaps only between cells that are still different after the merges (a merged pair
+        # becomes one mask without a border inside); painted central cells keep their rim gap
+        in_gap &= (ext[i1 + 1] != ext[i2 + 1]) | (cell_id >= n_all)
+        seg_seed[in_gap] = -1
+        seg_seed = _split_cells(nrng, seg_seed, free, noise, d, noise_stats)
+        del i2
         lut2, n_cells = _sequential_lut(seg_seed, int(seg_seed.max()) + 1, min_area=4, keep=protected)
         labels = lut2[seg_seed + 1]
         # protected cells keep their identity: re-express their ids in the new numbering
@@ -402,7 +395,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         noise_stats.update(outline_stats)
 
     meta: dict[str, Any] = {
-        "generator": "rosette_bmz.synth", "version": _VERSION, "seed": int(seed) if np.isscalar(seed) else None,
+        "generator": "rosette_bmz.synth", "version": _VERSION, "seed": int(seed),
         "size": [h, w], "cell_diameter": d, "noise": noise,
         "elongation": round(float(elongation), 4), "gradient": round(float(gradient), 4),
         "warp": float(warp), "tissue_free": round(float(tissue_free), 4),
@@ -454,6 +447,47 @@ def _tissue_map(rng, h, w, d, elongation, gradient, warp, wiggle):
     return uy.astype(np.float32), ux.astype(np.float32)
 
 
+def _rasterise(seeds, uy, ux, gap):
+    """Nearest seed of every pixel (exact), and with ``gap`` the pixels within ``gap`` of a border.
+
+    Equal to querying every pixel, but faster: the nearest and second-nearest seeds are first
+    found on every second pixel; a pixel whose tissue-plane distance ``delta`` to that coarse
+    point is small compared with the coarse point's slack ``d2 - d1`` provably has the same
+    nearest seed (triangle inequality: ``d2 - d1 > 2 delta``), and its distance to the cell
+    border is at least ``(d2 - d1 - 2 delta) / 2``. Only the other pixels (near borders) are
+    queried one by one. Returns ``i1`` (seed index per pixel), ``i2`` (second-nearest seed
+    where it matters, else ``i1``) and ``in_gap`` (bool, or None without ``gap``).
+    """
+    from scipy.spatial import cKDTree
+
+    h, w = uy.shape
+    tree = cKDTree(seeds)
+    cy, cx = uy[::2, ::2], ux[::2, ::2]
+    dq, iq = tree.query(np.stack([cy.ravel(), cx.ravel()], -1), k=2, workers=-1)
+
+    def up(a):
+        return np.ascontiguousarray(np.repeat(np.repeat(a.reshape(cy.shape), 2, 0), 2, 1)[:h, :w])
+
+    delta = np.hypot(uy - up(cy), ux - up(cx))
+    need = 2.0 * delta if gap is None else 2.0 * (delta + gap) + 1e-3
+    safe = up((dq[:, 1] - dq[:, 0]).astype(np.float32)) > need
+    i1 = up(iq[:, 0].astype(np.int32))
+    todo = np.flatnonzero(~safe)
+    pts = np.stack([uy.ravel()[todo], ux.ravel()[todo]], -1)
+    if gap is None:
+        i1.ravel()[todo] = tree.query(pts, k=1, workers=-1)[1]
+        return i1, None, None
+    dist, idx = tree.query(pts, k=2, workers=-1)
+    i1.ravel()[todo] = idx[:, 0]
+    i2 = i1.copy()
+    i2.ravel()[todo] = idx[:, 1]
+    sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, 1]]).T)
+    border = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(sep, 1e-6))
+    in_gap = np.zeros((h, w), bool)
+    in_gap.ravel()[todo] = border < gap.ravel()[todo]
+    return i1, i2, in_gap
+
+
 def _lloyd(seeds, fixed, grid, iters, exclusions):
     from scipy.spatial import cKDTree
 
@@ -500,7 +534,9 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
 
     dist_bg = None
     if tissue is not None:
-        dist_bg = ndimage.distance_transform_edt(tissue)
+        # distance to the nearest tissue-free pixel, on a 4x coarser grid (ample for a margin
+        # of more than a cell diameter)
+        dist_bg = 4.0 * ndimage.distance_transform_edt(tissue[::4, ::4])
     plans = []
     for i in range(n_ros + n_dec):
         is_ros = i < n_ros
@@ -526,7 +562,7 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
             y = int(rng.integers(margin, h - margin))
             x = int(rng.integers(margin, w - margin))
             scale = _jacobian_scale(uy, ux, y, x)
-            if dist_bg is not None and dist_bg[y, x] < (radius / scale) + d:
+            if dist_bg is not None and dist_bg[y // 4, x // 4] < (radius / scale) + d + 4:
                 continue
             c = (float(uy[y, x]), float(ux[y, x]))
             if any(math.hypot(c[0] - o["c"][0], c[1] - o["c"][1]) < radius + o["radius"] + 0.5 * d for o in out):
@@ -599,77 +635,82 @@ def _remap_meta_cells(structures, ros_meta, dec_meta, lut2):
             entry["central_cell"] = entry["cells"][-1]
 
 
-def _label_noise(rng, seg, n_ids, noise, protected, d):
-    """Merges, splits and drops of unprotected cells. ``seg`` holds ids (-1 = none)."""
-    from scipy import ndimage
+def _merge_drop(rng, seg, n_ids, noise, protected):
+    """Choose merges (adjacent pairs) and drops (missed cells) among unprotected cells.
 
-    h, w = seg.shape
+    ``seg`` is the clean tiling by id (-1 = none). Returns ``ext`` with ``ext[id + 1]`` = the id
+    after merges (-1 for dropped cells and for -1 itself), the ids still free for splits, and
+    counts.
+    """
     stats = {"merged": 0, "split": 0, "dropped": 0}
     prot = np.zeros(n_ids + 1, bool)
     prot[list(protected)] = True
     present = np.unique(seg[::3, ::3])
     present = present[(present >= 0)]
     cand = present[~prot[present]]
-    n_cand = len(cand)
-    if n_cand == 0:
-        return seg, stats
-    mapping = np.arange(n_ids + 1, dtype=np.int64)  # id -> id after merges / drops (-1)
-    # merges: random adjacent pairs of unprotected cells
-    a = seg[:, :-1].ravel()
-    b = seg[:, 1:].ravel()
-    sel = (a != b) & (a >= 0) & (b >= 0)
-    pairs = np.unique(np.stack([np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])], 1), axis=0)
-    pairs = pairs[~prot[pairs[:, 0]] & ~prot[pairs[:, 1]]]
-    n_merge = int(rng.binomial(n_cand, 0.035 * noise))
-    used = set()
-    if n_merge and len(pairs):
-        order = rng.permutation(len(pairs))
-        for p in pairs[order]:
-            if stats["merged"] >= n_merge:
+    mapping = np.arange(n_ids + 1, dtype=np.int64)
+    used: set[int] = set()
+    if len(cand):
+        # merges: random adjacent pairs of unprotected cells (each cell in at most one merge)
+        pairs = []
+        for a, b in ((seg[:, :-1], seg[:, 1:]), (seg[:-1, :], seg[1:, :])):
+            sel = (a != b) & (a >= 0) & (b >= 0)
+            pairs.append(np.minimum(a[sel], b[sel]).astype(np.int64) * (n_ids + 1) + np.maximum(a[sel], b[sel]))
+        code = np.unique(np.concatenate(pairs))
+        pairs = np.stack([code // (n_ids + 1), code % (n_ids + 1)], 1)
+        pairs = pairs[~prot[pairs[:, 0]] & ~prot[pairs[:, 1]]]
+        n_merge = int(rng.binomial(len(cand), 0.035 * noise))
+        if n_merge and len(pairs):
+            for p in pairs[rng.permutation(len(pairs))]:
+                if stats["merged"] >= n_merge:
+                    break
+                i, j = int(p[0]), int(p[1])
+                if i in used or j in used:
+                    continue
+                used.update((i, j))
+                mapping[j] = i
+                stats["merged"] += 1
+        # drops: cells the segmentation missed (label 0)
+        n_drop = int(rng.binomial(len(cand), 0.01 * noise))
+        for i in rng.permutation(cand):
+            if stats["dropped"] >= n_drop:
                 break
-            i, j = int(p[0]), int(p[1])
-            if i in used or j in used:
+            i = int(i)
+            if i in used:
                 continue
-            used.update((i, j))
-            mapping[j] = i
-            stats["merged"] += 1
-    # drops (missed cells)
-    n_drop = int(rng.binomial(n_cand, 0.01 * noise))
-    for i in rng.permutation(cand)[: n_drop * 3]:
-        if stats["dropped"] >= n_drop:
-            break
-        i = int(i)
-        if i in used:
-            continue
-        used.add(i)
-        mapping[i] = -1
-        stats["dropped"] += 1
+            used.add(i)
+            mapping[i] = -1
+            stats["dropped"] += 1
     ext = np.concatenate([[-1], mapping])
-    seg = ext[seg + 1]
-    # splits: straight cut through the centroid
-    n_split = int(rng.binomial(n_cand, 0.03 * noise))
-    if n_split:
-        next_id = n_ids + 1
-        seg = seg.astype(np.int64, copy=False)
-        objs = ndimage.find_objects(seg + 1)
-        tries = [int(i) for i in rng.permutation(cand) if int(i) not in used][: n_split]
-        for i in tries:
-            sl = objs[i] if i < len(objs) else None
-            if sl is None:
-                continue
-            sub = seg[sl]
-            mask = sub == i
-            if mask.sum() < 0.4 * _HEX_AREA * d * d:
-                continue
-            yy, xx = np.nonzero(mask)
-            th = rng.uniform(0, np.pi)
-            proj = (yy - yy.mean()) * math.sin(th) + (xx - xx.mean()) * math.cos(th)
-            off = rng.uniform(-0.2, 0.2) * (proj.max() - proj.min())
-            side = proj > off
-            sub[yy[side], xx[side]] = next_id
-            next_id += 1
-            stats["split"] += 1
-    return seg, stats
+    free = np.array([i for i in cand.tolist() if i not in used], dtype=np.int64)
+    return ext, free, stats
+
+
+def _split_cells(rng, seg, free, noise, d, stats):
+    """In place: cut some unprotected cells in two by a straight line near their centroid."""
+    from scipy import ndimage
+
+    n_split = int(rng.binomial(len(free), 0.03 * noise))
+    if not n_split:
+        return seg
+    next_id = int(seg.max()) + 1
+    objs = ndimage.find_objects(seg + 1)
+    for i in rng.permutation(free)[:n_split].tolist():
+        sl = objs[i] if i < len(objs) else None
+        if sl is None:
+            continue
+        sub = seg[sl]
+        yy, xx = np.nonzero(sub == i)
+        if len(yy) < 0.4 * _HEX_AREA * d * d:
+            continue
+        th = rng.uniform(0, np.pi)
+        proj = (yy - yy.mean()) * math.sin(th) + (xx - xx.mean()) * math.cos(th)
+        off = rng.uniform(-0.2, 0.2) * (proj.max() - proj.min())
+        side = proj > off
+        sub[yy[side], xx[side]] = next_id
+        next_id += 1
+        stats["split"] += 1
+    return seg
 
 
 def _outline_noise(rng, outlines, labels, noise, d):
