@@ -18,7 +18,10 @@ from typing import Callable, Sequence
 _USER_ERROR_NAMES = (
     ("rosette_bmz.inputs", "InputError"),
     ("rosette_bmz.checkpoint", "CheckpointError"),
+    ("rosette_bmz.export", "ExportError"),
+    ("rosette_bmz.backends", "ModelError"),
     ("rosette_bmz.synth", "SynthError"),
+    ("training.config", "ConfigError"),
 )
 
 
@@ -119,10 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="start from these weights (checkpoint or rdf.yaml)")
     p.add_argument("--images", default=None, help="folder of outline/label TIFFs to fine-tune on")
     p.add_argument("--masks", default=None, help="folder of rosette masks matching --images by name")
-    p.add_argument("--input-kind", default="outlines", choices=("channels", "outlines", "labels"))
+    p.add_argument("--input-kind", default=None, choices=("channels", "outlines", "labels"),
+                   help="what the --images are (default from the config: outlines)")
+    p.add_argument("--synth-dir", default=None, help="train on a folder written by `rosette-bmz synth`")
     p.add_argument("--out", default=None, help="run directory (default from the config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epoch count")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops after that epoch")
+    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
     p.set_defaults(func=_cmd_train)
 

@@ -1,0 +1,355 @@
+"""Training: loss, crop sampler, augmentation, the end-to-end loop (CLI), resume, fine-tuning."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import tifffile
+
+torch = pytest.importorskip("torch")
+
+from rosette_bmz.inputs import inner_outlines  # noqa: E402
+from training.config import ConfigError, TrainConfig, load_config  # noqa: E402
+from training.data import (CropSampler, Sample, TrainingDataError, build_augmentation,  # noqa: E402
+                           choose_crop_kind, match_pairs, sample_crop, split_samples)
+from training.train import load_init_state, rosette_loss, select_device  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- toy data
+def _voronoi_labels(size: int, n_cells: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, size, (n_cells, 2))
+    yy, xx = np.mgrid[:size, :size]
+    d = (yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2
+    return (d.argmin(-1) + 1).astype(np.int32)
+
+
+def _toy(size: int = 128, seed: int = 0, n_rosettes: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, outlines, rosette instance labels) with disk-shaped 'rosettes' away from the border."""
+    labels = _voronoi_labels(size, max(8, size * size // 400), seed)
+    outlines = inner_outlines(labels).astype(np.uint8)
+    rng = np.random.default_rng(seed + 100)
+    yy, xx = np.mgrid[:size, :size]
+    inst = np.zeros((size, size), np.uint16)
+    for i in range(n_rosettes):
+        cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+        inst[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = i + 1
+    return labels, outlines, inst
+
+
+def _sample(size=128, seed=0, decoys=None) -> Sample:
+    _, outlines, inst = _toy(size, seed)
+    return Sample(f"toy{seed}", outlines, (inst > 0).astype(np.uint8), inst.astype(np.int32),
+                  decoys=np.asarray(decoys or [], dtype=np.int64).reshape(-1, 2))
+
+
+def _write_folder(tmp_path, n=3, size=96):
+    img_dir, mask_dir = tmp_path / "images", tmp_path / "masks"
+    img_dir.mkdir()
+    mask_dir.mkdir()
+    for i in range(n):
+        _, outlines, inst = _toy(size, seed=i)
+        tifffile.imwrite(img_dir / f"embryo_{i}.tif", outlines * 255)
+        tifffile.imwrite(mask_dir / f"embryo_{i}_rosettes.tif", inst)
+    return img_dir, mask_dir
+
+
+def _tiny_config(tmp_path, **extra) -> str:
+    text = f"""
+name: tiny
+out: {tmp_path / 'run'}
+seed: 3
+device: cpu
+model: {{base_channels: 4}}
+data: {{source: folder, crop_size: 64, samples_per_epoch: 4, val_tile: 64}}
+augment: {{elastic_p: 0.5, dropout_p: 0.5}}
+optim: {{lr: 1.0e-3, batch_size: 2, epochs: 2}}
+"""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+# ----------------------------------------------------------------------------- loss
+def test_loss_known_values():
+    prob = torch.full((2, 1, 4, 4), 0.5)
+    target = torch.ones_like(prob)
+    loss, bce, dice = rosette_loss(prob, target, smooth=0.0)
+    assert bce.item() == pytest.approx(math.log(2), rel=1e-6)
+    assert dice.item() == pytest.approx(2 * 16 / (16 + 32), rel=1e-6)          # 2*0.5N / (0.5N + N)
+    assert loss.item() == pytest.approx(0.5 * math.log(2) + 0.5 * (1 - 2 / 3), rel=1e-6)
+    perfect = (torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    loss, bce, dice = rosette_loss(perfect, perfect)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6) and dice.item() == pytest.approx(1.0)
+
+
+def test_loss_matches_formula_and_weights():
+    g = torch.Generator().manual_seed(1)
+    prob = torch.rand(3, 1, 16, 16, generator=g) * 0.98 + 0.01
+    target = (torch.rand(3, 1, 16, 16, generator=g) > 0.7).float()
+    p, t = prob.double().numpy(), target.double().numpy()
+    bce = -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
+    dice = (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    loss, _, _ = rosette_loss(prob, target)
+    assert loss.item() == pytest.approx(0.5 * bce + 0.5 * (1 - dice), rel=1e-5)
+    only_bce, _, _ = rosette_loss(prob, target, bce_weight=1.0, dice_weight=0.0)
+    assert only_bce.item() == pytest.approx(bce, rel=1e-5)
+    # empty prediction on an empty mask is not penalised by the Dice term (smoothing)
+    _, _, d = rosette_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+    assert d.item() == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- config
+def test_published_config_is_the_recipe():
+    cfg = load_config("published.yaml")
+    assert (cfg.optim.lr, cfg.optim.batch_size, cfg.optim.epochs) == (1e-4, 4, 100)
+    assert (cfg.optim.plateau_factor, cfg.optim.plateau_patience, cfg.optim.early_stopping_patience) == (0.5, 7, 15)
+    assert (cfg.loss.bce_weight, cfg.loss.dice_weight) == (0.5, 0.5)
+    assert (cfg.data.val_fraction, cfg.data.crop_size, cfg.data.centred_fraction) == (0.2, 512, 0.7)
+    assert cfg.data.hard_negative_fraction == 0 and cfg.model.base_channels == 64
+    a = cfg.augment
+    assert (a.elastic_alpha, a.elastic_sigma, tuple(a.affine_scale), a.affine_translate, a.affine_rotate) == \
+        (120, 6, (0.9, 1.1), 0.1, 15)
+    for name in ("demo.yaml", "finetune.yaml"):
+        load_config(name)   # the shipped configs validate
+
+
+def test_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lr: 1.0e-4, batchsize: 4}\n")
+    with pytest.raises(ConfigError, match="batchsize"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="crop_size"):
+        load_config(None, {"data.crop_size": 100})          # not a multiple of 16
+    assert all(f.description for f in TrainConfig.model_fields.values())   # a docstring per field
+
+
+# ----------------------------------------------------------------------------- crops
+def test_crop_kind_fractions():
+    rng = np.random.default_rng(0)
+    kinds = [choose_crop_kind(rng, 0.7, 0.0) for _ in range(4000)]
+    assert kinds.count("centred") / 4000 == pytest.approx(0.7, abs=0.03)
+    kinds = [choose_crop_kind(rng, 0.5, 0.2) for _ in range(4000)]
+    assert kinds.count("hard") / 4000 == pytest.approx(0.2, abs=0.03)
+    assert kinds.count("random") / 4000 == pytest.approx(0.3, abs=0.03)
+
+
+def test_centred_crops_have_a_rosette_pixel_at_the_centre():
+    s = _sample(128, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        img, msk, (cy, cx) = sample_crop(s, 48, rng, "centred")
+        assert img.shape == msk.shape == (48, 48)
+        assert s.mask[cy, cx] == 1
+        assert msk[24, 24] == 1          # rosettes lie >= 32 px from the border: exactly centred
+    # random crops land anywhere; the fraction containing rosette pixels is clearly lower
+    rand_hits = np.mean([sample_crop(s, 48, rng, "random")[1][24, 24] for _ in range(400)])
+    assert rand_hits < 0.2
+
+
+def test_hard_negative_and_fallback_crops():
+    s = _sample(128, seed=1, decoys=[(30, 90)])
+    rng = np.random.default_rng(0)
+    img, msk, centre = sample_crop(s, 32, rng, "hard")
+    assert centre == (30, 90)
+    assert np.array_equal(img, s.image[14:46, 74:106])
+    empty = Sample("empty", s.image, np.zeros_like(s.mask), np.zeros_like(s.instances))
+    img, msk, _ = sample_crop(empty, 32, rng, "centred")        # no rosette: falls back to random
+    assert img.shape == (32, 32) and not msk.any()
+    small = Sample("small", s.image[:40, :50], s.mask[:40, :50], s.instances[:40, :50])
+    img, msk, _ = sample_crop(small, 64, rng, "random")          # smaller than the crop: zero padded
+    assert img.shape == (64, 64) and not img[40:].any() and not img[:, 50:].any()
+
+
+def test_augmentation_is_identical_for_input_and_mask_and_keeps_binary():
+    cfg = load_config("published.yaml").augment.model_copy(update=dict(
+        flip_p=1.0, rotate90_p=1.0, elastic_p=1.0, affine_p=1.0, dropout_p=0.0))
+    aug = build_augmentation(cfg, 96, seed=0)
+    _, outlines, _ = _toy(96, seed=2)
+    changed = 0
+    for _ in range(10):
+        out = aug(image=outlines.copy(), mask=outlines.copy())
+        img, msk = out["image"], out["mask"]
+        assert set(np.unique(img)) <= {0, 1}                   # nearest interpolation: still binary
+        assert np.array_equal(img, msk)                        # the very same geometric transform
+        changed += not np.array_equal(img, outlines)
+    assert changed == 10
+    # CoarseDropout blanks the input only; the annotation stays
+    cfg2 = cfg.model_copy(update=dict(flip_p=0.0, rotate90_p=0.0, elastic_p=0.0, affine_p=0.0, dropout_p=1.0))
+    out = build_augmentation(cfg2, 96, seed=0)(image=outlines.copy(), mask=outlines.copy())
+    assert np.array_equal(out["mask"], outlines) and out["image"].sum() < outlines.sum()
+
+
+def test_sampler_builds_published_channels_after_augmentation():
+    from skimage.segmentation import find_boundaries
+
+    cfg = load_config("published.yaml", {"data.crop_size": 64, "data.samples_per_epoch": 6})
+    sampler = CropSampler([_sample(128, 0), _sample(128, 1)], cfg.data, cfg.augment, seed=0)
+    batches = list(sampler.epoch(1, 4))
+    assert [b[0].shape for b in batches] == [(4, 2, 64, 64), (2, 2, 64, 64)]
+    for xb, yb in batches:
+        assert xb.dtype == np.float32 and set(np.unique(xb)) <= {0.0, 1.0}
+        assert set(np.unique(yb)) <= {0.0, 1.0}
+        for x in xb:
+            assert np.array_equal(x[0], find_boundaries(x[1] > 0, mode="thick"))
+    again = list(sampler.epoch(1, 4))                          # deterministic per (seed, epoch)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(batches, again))
+    other = list(sampler.epoch(2, 4))
+    assert not np.array_equal(batches[0][0], other[0][0])
+
+
+def test_split_by_image():
+    samples = [_sample(32, i) for i in range(10)]
+    train, val = split_samples(samples, 0.2, seed=0)
+    assert len(train) == 8 and len(val) == 2
+    assert not {s.name for s in train} & {s.name for s in val}
+    train, val = split_samples(samples[:2], 0.2, seed=0)
+    assert len(train) == 1 and len(val) == 1
+    train, val = split_samples(samples[:1], 0.2, seed=0)     # one image: validate on it
+    assert train == val
+
+
+def test_match_pairs(tmp_path):
+    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=32)
+    pairs = match_pairs(img_dir, mask_dir)
+    assert [(i.name, m.name) for i, m in pairs] == [("embryo_0.tif", "embryo_0_rosettes.tif"),
+                                                    ("embryo_1.tif", "embryo_1_rosettes.tif")]
+    tifffile.imwrite(img_dir / "embryo_9.tif", np.zeros((32, 32), np.uint8))
+    with pytest.raises(TrainingDataError, match="embryo_9.tif"):
+        match_pairs(img_dir, mask_dir)
+    # synth layout in one folder: *_outlines.tif pairs with *_rosettes.tif
+    both = tmp_path / "both"
+    both.mkdir()
+    tifffile.imwrite(both / "s_0000_outlines.tif", np.zeros((8, 8), np.uint8))
+    tifffile.imwrite(both / "s_0000_rosettes.tif", np.zeros((8, 8), np.uint8))
+    assert [(i.name, m.name) for i, m in match_pairs(both, both)] == [("s_0000_outlines.tif",
+                                                                       "s_0000_rosettes.tif")]
+
+
+# ----------------------------------------------------------------------------- the loop
+def test_select_device_auto_and_errors():
+    assert select_device("auto").type in ("cuda", "mps", "cpu")
+    assert select_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError):
+        select_device("tpu")
+
+
+def test_tiny_training_run_through_the_cli_and_resume(tmp_path, capsys):
+    from rosette_bmz.checkpoint import load_checkpoint
+    from rosette_bmz.cli import main
+
+    img_dir, mask_dir = _write_folder(tmp_path, n=3, size=96)
+    cfg = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--config", cfg, "--images", str(img_dir), "--masks", str(mask_dir)]) == 0
+    for name in ("best.pt", "best.json", "last.pt", "last.json", "last_state.pt", "log.csv"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(math.isfinite(float(r["train_loss"])) and math.isfinite(float(r["val_loss"])) for r in rows)
+    side = json.loads((out / "last.json").read_text())
+    assert side["architecture"]["kwargs"] == {"in_channels": 2, "out_channels": 1, "base_channels": 4}
+    assert side["training_config"]["data"]["crop_size"] == 64
+    assert side["data"]["n_train_images"] + side["data"]["n_val_images"] == 3
+    assert [m["epoch"] for m in side["metrics"]] == [1, 2]
+    loaded = load_checkpoint(out / "best.pt")
+    assert loaded.kwargs["base_channels"] == 4 and loaded.metadata["checkpoint"] == "best"
+    last_weights = {k: v.clone() for k, v in load_checkpoint(out / "last.pt").model.state_dict().items()}
+
+    # an existing run is not overwritten by accident
+    assert main(["train", "--config", cfg, "--images", str(img_dir), "--masks", str(mask_dir)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+    # --resume continues at epoch 3 with the saved config, history kept
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3"]) == 0
+    rows2 = list(csv.DictReader((out / "log.csv").open()))
+    assert [r["epoch"] for r in rows2] == ["1", "2", "3"] and rows2[:2] == rows
+    new_weights = load_checkpoint(out / "last.pt").model.state_dict()
+    assert any(not torch.equal(last_weights[k], new_weights[k]) for k in last_weights)
+    assert json.loads((out / "last.json").read_text())["epoch"] == 3
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    from training.train import train
+
+    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
+    base = {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.elastic_p": 0.0}
+    full = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "a"), "optim.epochs": 2}),
+                 progress=False)
+    train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "b"), "optim.epochs": 1}),
+          progress=False)
+    resumed = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "b"), "optim.epochs": 2}),
+                    resume=True, progress=False)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-5)
+    assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-5)
+
+
+def test_bad_training_data_is_a_one_line_error(tmp_path, capsys):
+    from rosette_bmz.cli import main
+
+    img_dir, mask_dir = _write_folder(tmp_path, n=1, size=32)
+    (mask_dir / "embryo_0_rosettes.tif").unlink()
+    tifffile.imwrite(mask_dir / "embryo_0_rosettes.tif", np.zeros((16, 16), np.uint8))
+    assert main(["train", "--config", _tiny_config(tmp_path), "--images", str(img_dir),
+                 "--masks", str(mask_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "shape" in err and "embryo_0" in err
+    assert main(["train", "--config", _tiny_config(tmp_path), "--images", str(img_dir)]) == 2
+    assert "--masks" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+def test_init_from_rdf_yaml(tmp_path, tiny_state):
+    from rosette_bmz.checkpoint import CheckpointError
+
+    torch.save(tiny_state, tmp_path / "weights.pt")
+    (tmp_path / "rdf.yaml").write_text("format_version: 0.5.4\ntype: model\nweights:\n  pytorch_state_dict:\n"
+                                       "    source: weights.pt\n")
+    state = load_init_state(tmp_path / "rdf.yaml")
+    assert all(torch.equal(state[k], tiny_state[k]) for k in tiny_state)
+    (tmp_path / "url.yaml").write_text("weights: {pytorch_state_dict: {source: 'https://x/y.pt'}}\n")
+    with pytest.raises(CheckpointError, match="URL"):
+        load_init_state(tmp_path / "url.yaml")
+    (tmp_path / "other.yaml").write_text("name: not a model\n")
+    with pytest.raises(CheckpointError, match="pytorch_state_dict"):
+        load_init_state(tmp_path / "other.yaml")
+
+
+def test_finetune_from_checkpoint_lowers_the_loss_and_changes_the_weights(tmp_path, tiny_state):
+    from rosette_bmz.checkpoint import build_model, load_checkpoint
+    from rosette_bmz.cli import main
+    from training.data import load_samples
+    from training.train import validate
+
+    init = tmp_path / "init.pt"
+    torch.save(tiny_state, init)
+    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
+    cfg = load_config("finetune.yaml", {"data.images": str(img_dir), "data.masks": str(mask_dir),
+                                        "data.crop_size": 64, "data.val_tile": 64, "device": "cpu",
+                                        "data.val_fraction": 0.0, "augment.enabled": False})
+    samples = load_samples(cfg.data)
+    before = validate(build_model(tiny_state), samples, cfg, torch.device("cpu"))["val_loss"]
+
+    tune = tmp_path / "tune.yaml"
+    tune.write_text("data: {crop_size: 64, samples_per_epoch: 8, val_tile: 64}\n"
+                    "augment: {enabled: false}\noptim: {lr: 3.0e-3, batch_size: 2, epochs: 6}\n"
+                    "device: cpu\n")
+    out = tmp_path / "tuned"
+    assert main(["train", "--config", str(tune), "--init", str(init), "--images", str(img_dir),
+                 "--masks", str(mask_dir), "--out", str(out)]) == 0
+    tuned = load_checkpoint(out / "last.pt")
+    assert tuned.kwargs["base_channels"] == 4                      # width taken from the weights
+    assert tuned.metadata["init"] == str(init)
+    changed = [k for k, v in tuned.model.state_dict().items()
+               if v.dtype.is_floating_point and not torch.allclose(v, tiny_state[k])]
+    assert len(changed) > len(tiny_state) // 2
+    after = validate(tuned.model, samples, cfg, torch.device("cpu"))["val_loss"]
+    assert after < 0.95 * before, (before, after)
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])

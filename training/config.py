@@ -1,0 +1,284 @@
+"""Training configuration: pydantic models loaded from YAML.
+
+Every field has a docstring (what it means and the published value where there is one).
+Unknown keys are refused (``extra="forbid"``), so a typo in a YAML file is an error
+rather than a silently ignored setting. ``training/configs/published.yaml`` is the
+published recipe; ``demo.yaml`` is what the shipped demo weights were trained with and
+``finetune.yaml`` the short schedule for human-in-the-loop fine-tuning.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["ConfigError", "ModelConfig", "SynthConfig", "DataConfig", "AugmentConfig", "LossConfig",
+           "OptimConfig", "TrainConfig", "load_config", "CONFIG_DIR"]
+
+#: Where the shipped configs live (``published.yaml``, ``demo.yaml``, ``finetune.yaml``).
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A training config (YAML file or override) that cannot be used."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+class ModelConfig(_Strict):
+    """Which network to train."""
+
+    base_channels: int = Field(64, ge=2, multiple_of=2)
+    """Width of the first U-Net level. 64 is the published model (31.4 M parameters); 16 gives the
+    1.96 M-parameter demo model (7.8 MB file)."""
+
+    init: Optional[str] = None
+    """Start from these weights instead of a random initialisation: a checkpoint (.pt/.pth) or a
+    BioImage Model Zoo ``rdf.yaml``. The width is then read off the weights (fine-tuning)."""
+
+
+class SynthConfig(_Strict):
+    """Synthetic images generated on the fly with ``rosette_bmz.synth.generate``."""
+
+    n_images: int = Field(40, ge=1)
+    """Number of synthetic images (split into train/validation by image)."""
+
+    size: int = Field(768, ge=64)
+    """Height and width of each image in pixels."""
+
+    seed: int = 0
+    """Image ``i`` is generated with seed ``seed + i`` (same convention as ``rosette-bmz synth``)."""
+
+    noise: float = Field(0.5, ge=0)
+    """Segmentation-noise strength of the generator (0 = perfect outlines)."""
+
+    cell_diameter: Optional[float] = None
+    """Mean cell diameter in pixels (None = the generator's default)."""
+
+
+class DataConfig(_Strict):
+    """Where the training images and rosette masks come from, and how crops are drawn."""
+
+    source: Literal["synth", "synth_dir", "folder"] = "synth"
+    """``synth``: generate on the fly (see ``synth``); ``synth_dir``: a folder written by
+    ``rosette-bmz synth``; ``folder``: user images (``images``) and rosette masks (``masks``)
+    matched by file name, e.g. masks painted in napari."""
+
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    """Generator settings for ``source: synth``."""
+
+    synth_dir: Optional[str] = None
+    """Folder written by ``rosette-bmz synth`` (``source: synth_dir``)."""
+
+    images: Optional[str] = None
+    """Folder of outline (or label) images, TIFF/NPY/PNG (``source: folder``)."""
+
+    masks: Optional[str] = None
+    """Folder of rosette masks, one per image, same file stem (optionally with a ``_rosettes`` /
+    ``_mask`` / ``_masks`` suffix). Instance labels or binary; every pixel > 0 is rosette."""
+
+    input_kind: Literal["outlines", "labels", "channels"] = "outlines"
+    """What the images in ``images`` are: binary outlines, a cell label image, or the 2-channel input."""
+
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    """Fraction of images held out for validation (split by image, published: 0.2)."""
+
+    split_seed: int = 0
+    """Seed of the train/validation split."""
+
+    crop_size: int = Field(512, ge=16, multiple_of=16)
+    """Training crop height and width in pixels (published: 512)."""
+
+    centred_fraction: float = Field(0.7, ge=0, le=1)
+    """Fraction of crops centred on a random rosette pixel (published: 0.7; the rest are random)."""
+
+    hard_negative_fraction: float = Field(0.0, ge=0, le=1)
+    """Fraction of crops centred on a known hard negative (a 4-cell junction from the synthetic
+    images' JSON). Not in the published recipe (0 there); the demo uses it to cut false positives on
+    4-cell junctions. Images without known decoys fall back to random crops."""
+
+    samples_per_epoch: int = Field(200, ge=1)
+    """Crops drawn per epoch (each epoch draws fresh random crops from the training images)."""
+
+    val_tile: int = Field(1024, ge=16, multiple_of=16)
+    """Validation runs on whole held-out images, cut into non-overlapping tiles of at most this size."""
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> "DataConfig":
+        if self.centred_fraction + self.hard_negative_fraction > 1 + 1e-9:
+            raise ValueError(f"centred_fraction ({self.centred_fraction}) + hard_negative_fraction "
+                             f"({self.hard_negative_fraction}) must not exceed 1")
+        return self
+
+
+class AugmentConfig(_Strict):
+    """Albumentations pipeline, applied identically to input and mask (nearest interpolation, so
+    the binary outline image stays binary; the 2 input channels are built after augmentation)."""
+
+    enabled: bool = True
+    """Switch all augmentation on or off."""
+
+    flip_p: float = Field(0.5, ge=0, le=1)
+    """Probability of a horizontal flip and (independently) of a vertical flip."""
+
+    rotate90_p: float = Field(0.5, ge=0, le=1)
+    """Probability of a random multiple-of-90-degree rotation."""
+
+    elastic_p: float = Field(0.3, ge=0, le=1)
+    """Probability of ElasticTransform."""
+
+    elastic_alpha: float = 120.0
+    """ElasticTransform alpha (published: 120)."""
+
+    elastic_sigma: float = 6.0
+    """ElasticTransform sigma (published: 6)."""
+
+    affine_p: float = Field(0.5, ge=0, le=1)
+    """Probability of the Affine transform."""
+
+    affine_scale: tuple[float, float] = (0.9, 1.1)
+    """Affine scale range (published: 0.9-1.1)."""
+
+    affine_translate: float = Field(0.1, ge=0, le=1)
+    """Affine shift as a fraction of the crop size, +- (published: 10 %)."""
+
+    affine_rotate: float = Field(15.0, ge=0, le=180)
+    """Affine rotation in degrees, +- (published: 15)."""
+
+    dropout_p: float = Field(0.3, ge=0, le=1)
+    """Probability of CoarseDropout (rectangles of the outline image set to 0; the mask is kept)."""
+
+    dropout_holes: tuple[int, int] = (1, 4)
+    """CoarseDropout number of holes (min, max)."""
+
+    dropout_size: tuple[float, float] = (0.03, 0.08)
+    """CoarseDropout hole height/width as a fraction of the crop size (min, max)."""
+
+
+class LossConfig(_Strict):
+    """loss = bce_weight * BCE + dice_weight * (1 - Dice), both on probabilities (published: 0.5/0.5)."""
+
+    bce_weight: float = Field(0.5, ge=0)
+    """Weight of the binary cross-entropy term."""
+
+    dice_weight: float = Field(0.5, ge=0)
+    """Weight of the (1 - soft Dice) term."""
+
+    smooth: float = Field(1.0, ge=0)
+    """Smoothing constant of the soft Dice, (2*|P.G| + s) / (|P| + |G| + s), over the whole batch."""
+
+
+class OptimConfig(_Strict):
+    """Optimiser, learning-rate schedule and stopping."""
+
+    lr: float = Field(1e-4, gt=0)
+    """AdamW learning rate (published: 1e-4)."""
+
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay (PyTorch default 0.01)."""
+
+    batch_size: int = Field(4, ge=1)
+    """Crops per optimisation step (published: 4)."""
+
+    epochs: int = Field(100, ge=1)
+    """Maximum number of epochs (published: 100)."""
+
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    """ReduceLROnPlateau factor on the validation loss (published: 0.5)."""
+
+    plateau_patience: int = Field(7, ge=0)
+    """ReduceLROnPlateau patience in epochs (published: 7)."""
+
+    early_stopping_patience: int = Field(15, ge=1)
+    """Stop after this many epochs without a lower validation loss (published: 15)."""
+
+    max_minutes: Optional[float] = Field(None, gt=0)
+    """Wall-clock budget: stop after the epoch that crosses it (None = no limit)."""
+
+    best_metric: Literal["val_loss", "val_event_f1"] = "val_loss"
+    """What ``best.pt`` is chosen by: lowest validation loss (published) or highest event F1 at 0.5."""
+
+
+class TrainConfig(_Strict):
+    """A complete training run."""
+
+    name: str = "run"
+    """Name of the run (written into the sidecar)."""
+
+    out: str = "runs/run"
+    """Run directory: best.pt, last.pt (+ .json sidecars), last_state.pt, log.csv."""
+
+    seed: int = 0
+    """Seed for weights, crop sampling and augmentation (runs are repeatable on the same device)."""
+
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu), cuda, mps or cpu."""
+
+    threads: Optional[int] = Field(None, ge=1)
+    """torch CPU threads (None = torch's default)."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)
+    """Probability threshold of the validation event metrics."""
+
+    min_size: int = Field(10, ge=0)
+    """Predicted components smaller than this (pixels) are ignored by the validation event metrics."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """Network."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Data and crops."""
+
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Augmentation."""
+
+    loss: LossConfig = Field(default_factory=LossConfig)
+    """Loss."""
+
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """Optimiser and schedule."""
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML config (a path, or a name in ``training/configs``) and apply dotted overrides.
+
+    ``overrides`` maps dotted keys to values, e.g. ``{"optim.epochs": 3, "data.images": "x/"}``;
+    ``None`` values are skipped.
+    """
+    import yaml
+
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file() and (CONFIG_DIR / p).is_file():
+            p = CONFIG_DIR / p
+        elif not p.is_file() and (CONFIG_DIR / f"{p}.yaml").is_file():
+            p = CONFIG_DIR / f"{p}.yaml"
+        if not p.is_file():
+            raise ConfigError(f"training config {path}: no such file (shipped configs: "
+                              f"{', '.join(sorted(q.stem for q in CONFIG_DIR.glob('*.yaml')))})")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"training config {p}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"training config {p}: expected a mapping at the top level, got "
+                              f"{type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"training config {path or '(defaults)'}: " + "; ".join(lines)) from None

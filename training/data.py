@@ -1,0 +1,350 @@
+"""Training data: image sources, the published crop sampler and augmentation.
+
+Every image becomes a :class:`Sample`: the binary outline image (or, for the 2-channel
+kind, both channels), the binary rosette mask, the rosette instance labels (for event
+metrics) and known hard negatives (4-cell junctions of synthetic images).
+
+Crops follow the published recipe: ``centred_fraction`` of them (0.7) are centred on a
+random rosette pixel, the rest at a random position (plus, optionally, crops centred on
+hard negatives). Augmentation (Albumentations) transforms the *binary outline image* and
+the mask together with nearest-neighbour interpolation, so the input stays binary; the
+two model channels are built afterwards with :func:`rosette_bmz.inputs.from_outlines`,
+exactly as at inference time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from rosette_bmz.inputs import InputError, from_channels, from_labels, from_outlines, read_image
+
+from .config import AugmentConfig, DataConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainingDataError", "Sample", "load_samples", "match_pairs", "split_samples", "sample_crop", "choose_crop_kind",
+           "build_augmentation", "CropSampler", "to_input", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".npy", ".png")
+_MASK_SUFFIXES = ("_rosettes", "_rosette", "_mask", "_masks")
+_IMAGE_SUFFIXES_STRIP = ("_outlines", "_outline", "_labels", "_channels")
+
+
+class TrainingDataError(InputError):
+    """Training images/masks that cannot be used (missing, mismatched, empty)."""
+
+
+@dataclass
+class Sample:
+    """One training or validation image.
+
+    ``image`` is (H, W) uint8 0/1 outlines, or (H, W, 2) uint8 0/1 channels when
+    ``kind == "channels"``; ``mask`` (H, W) uint8 0/1 rosette pixels; ``instances`` (H, W)
+    int32 rosette instance labels; ``decoys`` (N, 2) int (y, x) hard negatives (crop centres),
+    ``decoy_meta`` the same as dicts for :mod:`rosette_bmz.metrics` with ``decoy_radius``.
+    """
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    instances: np.ndarray
+    kind: str = "outlines"
+    decoys: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    decoy_meta: list = field(default_factory=list)
+    decoy_radius: float = 6.0   # rosette_bmz.metrics.DEFAULT_DECOY_RADIUS
+    rosette_pixels: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rosette_pixels = np.flatnonzero(self.mask.ravel())
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape  # type: ignore[return-value]
+
+    @property
+    def n_rosettes(self) -> int:
+        return int(len(np.unique(self.instances)) - (1 if (self.instances == 0).any() else 0))
+
+
+def to_input(image: np.ndarray, kind: str, name: str | None = None) -> np.ndarray:
+    """A sample's image (outlines or channels, see :class:`Sample`) -> float32 (2, H, W)."""
+    if kind == "channels":
+        return np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32)
+    return from_outlines(image, name)
+
+
+# ----------------------------------------------------------------------------- sources
+def _instances_from_mask(mask: np.ndarray) -> np.ndarray:
+    from skimage.measure import label
+
+    values = np.unique(mask)
+    if values.size > 2:  # already instance labels (e.g. a napari Labels layer)
+        return mask.astype(np.int32)
+    return label(mask > 0, connectivity=2).astype(np.int32)
+
+
+def _decoys_from_meta(meta: dict) -> np.ndarray:
+    pts = [(int(round(d["y"])), int(round(d["x"]))) for d in (meta or {}).get("decoys", [])]
+    return np.asarray(pts, dtype=np.int64).reshape(-1, 2)
+
+
+def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: dict) -> Sample:
+    image = (np.asarray(outlines) > 0).astype(np.uint8)
+    from rosette_bmz.metrics import decoy_radius
+
+    inst = np.asarray(rosettes).astype(np.int32)
+    return Sample(name=name, image=image, mask=(inst > 0).astype(np.uint8), instances=inst, kind="outlines",
+                  decoys=_decoys_from_meta(meta), decoy_meta=list((meta or {}).get("decoys", [])),
+                  decoy_radius=float(decoy_radius(meta)))
+
+
+def _load_synth(cfg: DataConfig) -> list[Sample]:
+    from rosette_bmz.synth import generate
+
+    s = cfg.synth
+    out = []
+    for i in range(s.n_images):
+        img = generate(s.size, seed=s.seed + i, noise=s.noise, cell_diameter=s.cell_diameter)
+        out.append(_synth_sample(f"synth_seed{s.seed + i}", img.outlines, img.rosettes, img.meta))
+    return out
+
+
+def _load_synth_dir(directory: str | os.PathLike) -> list[Sample]:
+    from rosette_bmz.synth import load_dataset
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise TrainingDataError(f"synthetic data folder {d}: no such directory")
+    items = load_dataset(d)
+    if not items:
+        raise TrainingDataError(f"synthetic data folder {d}: no synth_*.tif images found "
+                                "(write some with `rosette-bmz synth --out DIR`)")
+    return [_synth_sample(stem, outlines, rosettes, meta) for stem, _labels, outlines, rosettes, meta in items]
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def match_pairs(images: str | os.PathLike, masks: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Pair each image with its mask by file stem.
+
+    ``a.tif`` pairs with ``a.tif`` (in the mask folder), ``a_rosettes.tif``, ``a_mask.tif`` or
+    ``a_masks.tif``; ``a_outlines.tif`` / ``a_labels.tif`` also pair with ``a_rosettes.tif`` etc.
+    (the layout ``rosette-bmz synth`` writes). Images and masks may share one folder.
+    """
+    idir, mdir = Path(images), Path(masks)
+    for what, d in (("--images", idir), ("--masks", mdir)):
+        if not d.is_dir():
+            raise TrainingDataError(f"{what} {d}: no such directory")
+    mask_files = {p.stem: p for p in _files(mdir)}
+    if not mask_files:
+        raise TrainingDataError(f"--masks {mdir}: no mask files ({'/'.join(IMAGE_SUFFIXES)})")
+    same = idir.resolve() == mdir.resolve()
+    pairs: list[tuple[Path, Path]] = []
+    unmatched: list[Path] = []
+    for img in _files(idir):
+        stem = img.stem
+        bases = [stem] + [stem[: -len(s)] for s in _IMAGE_SUFFIXES_STRIP if stem.endswith(s)]
+        cands = ([] if same else [stem]) + [b + s for b in bases for s in _MASK_SUFFIXES]
+        hit = next((mask_files[c] for c in cands if c in mask_files and mask_files[c] != img), None)
+        if hit is None:
+            unmatched.append(img)
+        else:
+            pairs.append((img, hit))
+    used = {m for _, m in pairs}   # in a shared folder the masks are not images without masks
+    pairs = [(i, m) for i, m in pairs if i not in used]
+    unmatched = [p for p in unmatched if p not in used]
+    if unmatched:
+        names = ", ".join(p.name for p in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        raise TrainingDataError(
+            f"--images {idir}: {len(unmatched)} image(s) without a mask in {mdir}: {names} (a mask must "
+            f"have the same file stem, optionally followed by {', '.join(_MASK_SUFFIXES)})")
+    if not pairs:
+        raise TrainingDataError(f"--images {idir}: no images ({'/'.join(IMAGE_SUFFIXES)}) found")
+    return pairs
+
+
+def _load_folder(images: str, masks: str, kind: str) -> list[Sample]:
+    out = []
+    for img_path, mask_path in match_pairs(images, masks):
+        arr = read_image(img_path)
+        name = str(img_path)
+        if kind == "channels":
+            image = np.moveaxis(from_channels(arr, name), 0, -1).astype(np.uint8)
+        elif kind == "labels":
+            image = from_labels(arr, name)[1].astype(np.uint8)   # channel 1 = the thin outlines
+        else:
+            image = from_outlines(arr, name)[1].astype(np.uint8)
+        m = np.asarray(read_image(mask_path))
+        if m.ndim == 3 and 1 in (m.shape[0], m.shape[-1]):
+            m = m.reshape(m.shape[1:] if m.shape[0] == 1 else m.shape[:-1])
+        if m.shape != image.shape[:2]:
+            raise TrainingDataError(f"mask {mask_path}: shape {m.shape} does not match image {img_path} "
+                                    f"{image.shape[:2]}")
+        if m.dtype.kind not in "biuf" or (m.dtype.kind == "f" and not np.isfinite(m).all()):
+            raise TrainingDataError(f"mask {mask_path}: must be a numeric label or binary image")
+        if (m < 0).any():
+            raise TrainingDataError(f"mask {mask_path}: negative values")
+        inst = _instances_from_mask(m)
+        out.append(Sample(name=img_path.stem, image=image, mask=(inst > 0).astype(np.uint8), instances=inst,
+                          kind="channels" if kind == "channels" else "outlines"))
+    n_empty = sum(1 for s in out if not s.rosette_pixels.size)
+    if n_empty == len(out):
+        raise TrainingDataError(f"--masks {masks}: every mask is empty; paint the rosettes (pixels > 0)")
+    if n_empty:
+        log.warning("%d of %d masks contain no rosette", n_empty, len(out))
+    return out
+
+
+def load_samples(cfg: DataConfig) -> list[Sample]:
+    """All images of the configured source, as :class:`Sample` objects."""
+    if cfg.source == "synth":
+        return _load_synth(cfg)
+    if cfg.source == "synth_dir":
+        if not cfg.synth_dir:
+            raise TrainingDataError("data.source is synth_dir but data.synth_dir is not set (--synth-dir)")
+        return _load_synth_dir(cfg.synth_dir)
+    if not cfg.images or not cfg.masks:
+        raise TrainingDataError("training on your own images needs both --images DIR and --masks DIR")
+    return _load_folder(cfg.images, cfg.masks, cfg.input_kind)
+
+
+def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split by image (published: 80/20). With one image, validation reuses it (logged)."""
+    n = len(samples)
+    if n == 0:
+        raise TrainingDataError("no training images")
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    val = [samples[i] for i in sorted(order[:n_val])]
+    train = [samples[i] for i in sorted(order[n_val:])]
+    if not val:
+        log.warning("only %d image(s): validating on the training image(s)", n)
+        val = list(train)
+    return train, val
+
+
+# ----------------------------------------------------------------------------- crops
+def choose_crop_kind(rng: np.random.Generator, centred_fraction: float, hard_negative_fraction: float) -> str:
+    """``centred`` (on a rosette pixel), ``hard`` (on a hard negative) or ``random``."""
+    u = rng.random()
+    if u < centred_fraction:
+        return "centred"
+    if u < centred_fraction + hard_negative_fraction:
+        return "hard"
+    return "random"
+
+
+def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
+    ph, pw = max(0, size - a.shape[0]), max(0, size - a.shape[1])
+    if not ph and not pw:
+        return a
+    return np.pad(a, [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2))
+
+
+def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str = "random"
+                ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Cut a ``size`` x ``size`` crop of image and mask.
+
+    ``kind="centred"``: the crop is centred on a random rosette pixel (shifted only where it
+    would leave the image); ``"hard"``: on a random hard negative; ``"random"``: uniform.
+    Falls back to ``random`` when the image has no rosette / hard negative. Images smaller
+    than ``size`` are zero-padded (bottom/right). Returns (image crop, mask crop, centre
+    (y, x) in image coordinates).
+    """
+    h, w = sample.shape
+    centre = None
+    if kind == "centred" and sample.rosette_pixels.size:
+        flat = int(sample.rosette_pixels[rng.integers(sample.rosette_pixels.size)])
+        centre = divmod(flat, w)
+    elif kind == "hard" and len(sample.decoys):
+        cy, cx = sample.decoys[rng.integers(len(sample.decoys))]
+        centre = (int(np.clip(cy, 0, h - 1)), int(np.clip(cx, 0, w - 1)))
+    H, W = max(h, size), max(w, size)
+    if centre is None:
+        y0, x0 = int(rng.integers(0, H - size + 1)), int(rng.integers(0, W - size + 1))
+        centre = (y0 + size // 2, x0 + size // 2)
+    else:
+        y0 = int(np.clip(centre[0] - size // 2, 0, H - size))
+        x0 = int(np.clip(centre[1] - size // 2, 0, W - size))
+    img = _pad_to(sample.image, size)[y0:y0 + size, x0:x0 + size]
+    msk = _pad_to(sample.mask, size)[y0:y0 + size, x0:x0 + size]
+    return np.ascontiguousarray(img), np.ascontiguousarray(msk), (int(centre[0]), int(centre[1]))
+
+
+def build_augmentation(cfg: AugmentConfig, crop_size: int, seed: int | None = None):
+    """The Albumentations pipeline (nearest interpolation for image and mask), or None."""
+    if not cfg.enabled:
+        return None
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A
+    import cv2
+
+    nearest = cv2.INTER_NEAREST
+    t = cfg.affine_translate
+    lo, hi = cfg.dropout_size
+    hole = (max(1, int(round(lo * crop_size))), max(1, int(round(hi * crop_size))))
+    transforms = [
+        A.HorizontalFlip(p=cfg.flip_p),
+        A.VerticalFlip(p=cfg.flip_p),
+        A.RandomRotate90(p=cfg.rotate90_p),
+        A.ElasticTransform(alpha=cfg.elastic_alpha, sigma=cfg.elastic_sigma, interpolation=nearest,
+                           mask_interpolation=nearest, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0,
+                           p=cfg.elastic_p),
+        A.Affine(scale=tuple(cfg.affine_scale), translate_percent=(-t, t), rotate=(-cfg.affine_rotate,
+                 cfg.affine_rotate), interpolation=nearest, mask_interpolation=nearest,
+                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=cfg.affine_p),
+        A.CoarseDropout(num_holes_range=tuple(cfg.dropout_holes), hole_height_range=hole,
+                        hole_width_range=hole, fill=0, fill_mask=None, p=cfg.dropout_p),
+    ]
+    return A.Compose(transforms, seed=seed)
+
+
+class CropSampler:
+    """Draws ``samples_per_epoch`` augmented crops per epoch, deterministic per (seed, epoch)."""
+
+    def __init__(self, samples: Sequence[Sample], data: DataConfig, augment: AugmentConfig, seed: int = 0):
+        if not samples:
+            raise TrainingDataError("no training images")
+        self.samples = list(samples)
+        self.data = data
+        self.seed = seed
+        self.augment = build_augmentation(augment, data.crop_size, seed)
+
+    def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+        """One (2, S, S) float32 input, (S, S) uint8 mask and the crop kind."""
+        d = self.data
+        sample = self.samples[int(rng.integers(len(self.samples)))]
+        kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction)
+        img, msk, _ = sample_crop(sample, d.crop_size, rng, kind)
+        if self.augment is not None:
+            out = self.augment(image=img, mask=msk)
+            img, msk = out["image"], out["mask"]
+        return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind
+
+    def epoch(self, epoch: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches (B, 2, S, S) float32 inputs and (B, 1, S, S) float32 masks for one epoch."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.augment is not None:
+            self.augment.set_random_seed(int(rng.integers(2**31 - 1)))
+        n = self.data.samples_per_epoch
+        for start in range(0, n, batch_size):
+            xs, ys = [], []
+            for _ in range(min(batch_size, n - start)):
+                x, y, _ = self.crop(rng)
+                xs.append(x)
+                ys.append(y[None].astype(np.float32))
+            yield np.stack(xs), np.stack(ys)
+
+    def n_batches(self, batch_size: int) -> int:
+        return -(-self.data.samples_per_epoch // batch_size)

@@ -1,0 +1,450 @@
+"""Training loop: the published recipe, resumable runs, and fine-tuning from given weights.
+
+    python -m training.train --config training/configs/demo.yaml
+    rosette-bmz train --config training/configs/published.yaml --images DIR --masks DIR
+    rosette-bmz train --init rdf.yaml --images DIR --masks DIR      # fine-tune (finetune.yaml)
+
+A run directory holds ``best.pt`` and ``last.pt`` (state dicts written with
+:func:`rosette_bmz.checkpoint.save_checkpoint`, each with its JSON sidecar: architecture,
+training config, data description, metrics per epoch), ``last_state.pt`` (optimizer,
+scheduler and early-stopping state for ``--resume``, read with ``weights_only=True``) and
+``log.csv`` (one row per epoch).
+
+Validation runs on whole held-out images (split by image). Besides the loss it reports
+the model-card metrics of :mod:`rosette_bmz.metrics` at ``threshold``: pixel Dice, event
+recall, event precision (proposals of at least ``min_size`` px that overlap a ground-truth
+rosette) and, for synthetic data, the fraction of decoys (4-cell junctions) hit. Whole
+images are predicted in non-overlapping tiles (``data.val_tile``), so on images larger than
+a tile the numbers can differ slightly from ``rosette-bmz evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .config import ConfigError, TrainConfig, load_config
+from .data import CropSampler, Sample, TrainingDataError, load_samples, split_samples, to_input
+
+log = logging.getLogger(__name__)
+
+__all__ = ["rosette_loss", "select_device", "load_init_state", "train", "train_cli", "validate", "TrainResult",
+           "main"]
+
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_bce", "val_dice", "val_pixel_f1", "val_event_recall",
+               "val_event_precision", "val_event_f1", "val_decoy_hit_rate", "val_proposals", "lr", "seconds")
+
+
+# ----------------------------------------------------------------------------- loss
+def rosette_loss(prob, target, bce_weight: float = 0.5, dice_weight: float = 0.5, smooth: float = 1.0):
+    """``bce_weight * BCE + dice_weight * (1 - Dice)`` on probabilities (the published loss).
+
+    ``prob`` are sigmoid outputs in [0, 1]; BCE is the pixel mean (log clamped at -100 as in
+    PyTorch); soft Dice = (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth) over the whole batch.
+    Returns (loss, bce, dice) tensors.
+    """
+    import torch.nn.functional as F
+
+    prob = prob.float()
+    target = target.float()
+    bce = F.binary_cross_entropy(prob, target)
+    inter = (prob * target).sum()
+    dice = (2 * inter + smooth) / (prob.sum() + target.sum() + smooth)
+    return bce_weight * bce + dice_weight * (1 - dice), bce, dice
+
+
+# ----------------------------------------------------------------------------- device / init
+def select_device(name: str = "auto"):
+    """``auto``: cuda, then mps, then cpu; otherwise the named device (checked)."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise ConfigError(f"device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps': Apple MPS is not available on this machine")
+    return torch.device(name)
+
+
+def load_init_state(path: str | os.PathLike):
+    """State dict to start from: a checkpoint, or the ``pytorch_state_dict`` weights of an rdf.yaml."""
+    from rosette_bmz.checkpoint import CheckpointError, load_state_dict
+
+    p = Path(path)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        if not p.is_file():
+            raise CheckpointError(f"--init {p}: no such file")
+        try:
+            rdf = yaml.safe_load(p.read_text())
+            source = rdf["weights"]["pytorch_state_dict"]["source"]
+        except (yaml.YAMLError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"--init {p}: not a model rdf.yaml with weights.pytorch_state_dict.source "
+                                  f"({type(exc).__name__}: {exc})") from None
+        if "://" in str(source):
+            raise CheckpointError(f"--init {p}: weights source {source} is a URL; download the package first")
+        p = (p.parent / str(source)).resolve()
+    return load_state_dict(p)
+
+
+# ----------------------------------------------------------------------------- validation
+def _pad16(x: np.ndarray, tile: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    h, w = x.shape[-2:]
+    H, W = -(-h // 16) * 16, -(-w // 16) * 16
+    xp = np.zeros(x.shape[:-2] + (H, W), dtype=x.dtype)
+    xp[..., :h, :w] = x
+    boxes = [(y, min(y + tile, H), xx, min(xx + tile, W)) for y in range(0, H, tile) for xx in range(0, W, tile)]
+    return xp, boxes
+
+
+def predict_image(model, x: np.ndarray, device, tile: int = 1024) -> np.ndarray:
+    """Whole-image probabilities (H, W) from the (2, H, W) input, non-overlapping tiles (monitoring only)."""
+    import torch
+
+    h, w = x.shape[-2:]
+    xp, boxes = _pad16(x, tile)
+    out = np.zeros(xp.shape[-2:], dtype=np.float32)
+    with torch.no_grad():
+        for y0, y1, x0, x1 in boxes:
+            t = torch.from_numpy(np.ascontiguousarray(xp[None, :, y0:y1, x0:x1])).to(device)
+            out[y0:y1, x0:x1] = model(t)[0, 0].float().cpu().numpy()
+    return out[:h, :w]
+
+
+def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict:
+    """Validation loss (the training formula over all pixels) and the evaluation metrics.
+
+    Pixel Dice, event recall/precision and decoy hits are :mod:`rosette_bmz.metrics`'
+    definitions (the model-card table), at ``cfg.threshold`` and ``cfg.min_size``.
+    """
+    from rosette_bmz.metrics import MetricsAccumulator
+
+    was_training = model.training
+    model.eval()
+    acc = MetricsAccumulator(threshold=cfg.threshold, min_size=cfg.min_size)
+    bce_sum = inter = psum = gsum = 0.0
+    npix = 0
+    tiny = math.exp(-100)   # PyTorch's BCE clamps log() at -100
+    for s in samples:
+        prob = predict_image(model, to_input(s.image, s.kind, s.name), device, cfg.data.val_tile)
+        g = s.mask.astype(np.float64)
+        p = prob.astype(np.float64)
+        bce_sum += float(-(g * np.log(np.clip(p, tiny, 1)) + (1 - g) * np.log(np.clip(1 - p, tiny, 1))).sum())
+        inter += float((p * g).sum())
+        psum += float(p.sum())
+        gsum += float(g.sum())
+        npix += p.size
+        acc.add(prob, s.instances, s.decoy_meta, radius=s.decoy_radius, name=s.name)
+    if was_training:
+        model.train()
+    smooth = cfg.loss.smooth
+    bce = bce_sum / max(npix, 1)
+    loss = cfg.loss.bce_weight * bce + cfg.loss.dice_weight * (1 - (2 * inter + smooth) / (psum + gsum + smooth))
+    m = acc.summary()
+
+    def num(v):
+        return float("nan") if v is None else float(v)
+
+    recall, precision = num(m["event_recall"]), num(m["event_precision"])
+    f1 = 2 * recall * precision / (recall + precision) if recall + precision > 0 else 0.0
+    return {
+        "val_loss": loss, "val_bce": bce, "val_dice": num(m["pixel_dice"]), "val_pixel_f1": num(m["pixel_f1"]),
+        "val_event_recall": recall, "val_event_precision": precision, "val_event_f1": num(f1),
+        "val_decoy_hit_rate": num(m["decoy_hit_rate"]), "val_proposals": num(m["proposals_per_image"]),
+        "val_counts": {k: m[k] for k in ("n_rosettes", "n_detected", "n_proposals", "n_proposals_matched",
+                                         "n_decoys", "n_decoys_hit")},
+    }
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    """Where a run's files are and how it ended."""
+
+    out: Path
+    best: Path
+    last: Path
+    best_epoch: int
+    epochs_run: int
+    stopped: str
+    history: list
+
+
+def _describe(train_s: Sequence[Sample], val_s: Sequence[Sample], cfg: TrainConfig) -> dict:
+    d = cfg.data
+    desc = {"source": d.source, "n_train_images": len(train_s), "n_val_images": len(val_s),
+            "train_images": [s.name for s in train_s], "val_images": [s.name for s in val_s],
+            "train_rosettes": int(sum(s.n_rosettes for s in train_s)),
+            "val_rosettes": int(sum(s.n_rosettes for s in val_s)),
+            "image_shapes": sorted({f"{s.shape[0]}x{s.shape[1]}" for s in list(train_s) + list(val_s)})}
+    if d.source == "synth":
+        desc["synth"] = d.synth.model_dump(mode="json")
+    elif d.source == "synth_dir":
+        desc["synth_dir"] = d.synth_dir
+    else:
+        desc.update(images=d.images, masks=d.masks, input_kind=d.input_kind)
+    return desc
+
+
+def _finite(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _write_csv(path: Path, history: list) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k, "")) for k in LOG_COLUMNS})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _is_better(metric: str, value: float, best: float | None) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Run (or resume) training as configured; returns the run's files and history."""
+    import torch
+
+    from rosette_bmz.checkpoint import CheckpointError, build_model, load_state_dict, save_checkpoint
+    from rosette_bmz.model import AttentionUNet
+
+    t_start = time.monotonic()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = select_device(cfg.device)
+    out = Path(cfg.out)
+    last_path, best_path, state_path = out / "last.pt", out / "best.pt", out / "last_state.pt"
+    if not resume and last_path.exists():
+        raise FileExistsError(f"run directory {out} already holds a run (last.pt); use --resume to continue "
+                              "it or choose another --out")
+    if resume and not (last_path.is_file() and state_path.is_file()):
+        raise CheckpointError(f"--resume: {out} has no last.pt + last_state.pt to continue from")
+
+    samples = load_samples(cfg.data)
+    train_s, val_s = split_samples(samples, cfg.data.val_fraction, cfg.data.split_seed)
+    data_desc = _describe(train_s, val_s, cfg)
+    log.info("data: %d train / %d val images (%d / %d rosettes)", len(train_s), len(val_s),
+             data_desc["train_rosettes"], data_desc["val_rosettes"])
+    sampler = CropSampler(train_s, cfg.data, cfg.augment, seed=cfg.seed)
+
+    torch.manual_seed(cfg.seed)
+    init_desc = None
+    if resume:
+        model = build_model(load_state_dict(last_path), f"checkpoint {last_path}")
+    elif cfg.model.init:
+        model = build_model(load_init_state(cfg.model.init), f"--init {cfg.model.init}")
+        init_desc = str(cfg.model.init)
+        if model.base_channels != cfg.model.base_channels:
+            log.info("width %d taken from %s (config said %d)", model.base_channels, cfg.model.init,
+                     cfg.model.base_channels)
+    else:
+        model = AttentionUNet(in_channels=2, out_channels=1, base_channels=cfg.model.base_channels)
+    kwargs = {"in_channels": model.in_channels, "out_channels": model.out_channels,
+              "base_channels": model.base_channels}
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.optim.plateau_factor,
+                                                       patience=cfg.optim.plateau_patience)
+    history: list = []
+    start_epoch, best_value, best_epoch, best_loss, bad_epochs = 1, None, 0, None, 0
+    if resume:
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start_epoch = int(st["epoch"]) + 1
+        best_epoch, bad_epochs = int(st["best_epoch"]), int(st["bad_epochs"])
+        best_value = float(st["best_value"]) if st["best_value"] is not None else None
+        best_loss = float(st["best_loss"]) if st["best_loss"] is not None else None
+        history = json.loads(st["history"])
+        init_desc = st.get("init")
+        log.info("resuming %s at epoch %d", out, start_epoch)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("AttentionUNet(%s): %d parameters on %s", kwargs, n_params, device)
+
+    def metadata(kind: str, epoch: int) -> dict:
+        return {
+            "format": "rosette-bmz training sidecar v1",
+            "checkpoint": kind, "epoch": epoch,
+            "architecture": {"callable": "rosette_bmz.model.AttentionUNet", "kwargs": kwargs,
+                             "parameters": n_params},
+            "training_config": cfg.model_dump(mode="json"),
+            "init": init_desc, "data": data_desc,
+            "best": {"epoch": best_epoch, "metric": cfg.optim.best_metric, "value": _finite(best_value)},
+            "metrics": [{k: _finite(v) for k, v in row.items()} for row in history],
+            "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                            "device": str(device)},
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    stopped = "epochs"
+    epoch = start_epoch - 1
+    if start_epoch > cfg.optim.epochs:
+        stopped = "already complete"
+    for epoch in range(start_epoch, cfg.optim.epochs + 1):
+        t0 = time.monotonic()
+        model.train()
+        losses = []
+        batches = sampler.epoch(epoch, cfg.optim.batch_size)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(batches, total=sampler.n_batches(cfg.optim.batch_size), desc=f"epoch {epoch}",
+                       unit="batch", leave=False, mininterval=2.0)
+            batches = bar
+        for xb, yb in batches:
+            x = torch.from_numpy(xb).to(device)
+            y = torch.from_numpy(yb).to(device)
+            opt.zero_grad(set_to_none=True)
+            loss, _, _ = rosette_loss(model(x), y, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.smooth)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch}: training loss is {loss.item()}; lower optim.lr")
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.item()))
+            if bar is not None:
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if bar is not None:
+            bar.close()
+        val = validate(model, val_s, cfg, device)
+        sched.step(val["val_loss"])
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: v for k, v in val.items()
+                                                                          if k != "val_counts"},
+               "val_counts": val["val_counts"], "lr": float(opt.param_groups[0]["lr"]),
+               "seconds": round(time.monotonic() - t0, 2)}
+        history.append(row)
+        if best_loss is None or val["val_loss"] < best_loss:
+            best_loss, bad_epochs = val["val_loss"], 0
+        else:
+            bad_epochs += 1
+        if _is_better(cfg.optim.best_metric, val[cfg.optim.best_metric], best_value):
+            best_value, best_epoch = float(val[cfg.optim.best_metric]), epoch
+            save_checkpoint(model, best_path, metadata("best", epoch))
+        save_checkpoint(model, last_path, metadata("last", epoch))
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
+                 "best_epoch": best_epoch, "best_value": best_value, "best_loss": best_loss,
+                 "bad_epochs": bad_epochs, "history": json.dumps(history, default=_finite), "init": init_desc}
+        tmp = state_path.with_name(f".{state_path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, state_path)
+        _write_csv(out / "log.csv", history)
+        if on_epoch is not None:
+            on_epoch(row)
+        log.info("epoch %d: train %.4f val %.4f dice %.3f recall %.3f precision %.3f", epoch, row["train_loss"],
+                 row["val_loss"], row["val_dice"], row["val_event_recall"], row["val_event_precision"])
+        if bad_epochs >= cfg.optim.early_stopping_patience:
+            stopped = f"early stopping (no lower val loss for {bad_epochs} epochs)"
+            break
+        if cfg.optim.max_minutes and (time.monotonic() - t_start) / 60 >= cfg.optim.max_minutes:
+            stopped = f"time budget ({cfg.optim.max_minutes:g} min)"
+            break
+    if not best_path.exists() and last_path.exists():  # e.g. NaN metrics only: last is the best we have
+        save_checkpoint(model, best_path, metadata("best", epoch))
+    return TrainResult(out=out, best=best_path, last=last_path, best_epoch=best_epoch,
+                       epochs_run=len(history), stopped=stopped, history=history)
+
+
+# ----------------------------------------------------------------------------- CLI
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """TrainConfig from the ``train`` subcommand's arguments (see ``rosette-bmz train --help``)."""
+    resume = bool(getattr(args, "resume", False))
+    config = getattr(args, "config", None)
+    init = getattr(args, "init", None)
+    if config is None:
+        if resume and getattr(args, "out", None):
+            side = Path(args.out) / "last.json"
+            if side.is_file():
+                saved = json.loads(side.read_text()).get("training_config")
+                if saved:
+                    cfg = TrainConfig.model_validate(saved)
+                    if getattr(args, "epochs", None):
+                        cfg.optim.epochs = args.epochs
+                    if getattr(args, "max_minutes", None):
+                        cfg.optim.max_minutes = args.max_minutes
+                    return cfg, True
+        config = "finetune.yaml" if init else "published.yaml"
+    overrides = {
+        "model.init": init,
+        "out": getattr(args, "out", None),
+        "optim.epochs": getattr(args, "epochs", None),
+        "optim.max_minutes": getattr(args, "max_minutes", None),
+        "seed": getattr(args, "seed", None),
+    }
+    dev = getattr(args, "device", None)
+    if dev and dev != "auto":
+        overrides["device"] = dev
+    images, masks = getattr(args, "images", None), getattr(args, "masks", None)
+    if images or masks:
+        if not (images and masks):
+            raise TrainingDataError("give both --images DIR and --masks DIR")
+        overrides.update({"data.source": "folder", "data.images": images, "data.masks": masks})
+    if getattr(args, "synth_dir", None):
+        overrides.update({"data.source": "synth_dir", "data.synth_dir": args.synth_dir})
+    if getattr(args, "input_kind", None):
+        overrides["data.input_kind"] = args.input_kind
+    return load_config(config, overrides), resume
+
+
+def train_cli(args: argparse.Namespace) -> int:
+    """Entry point of ``rosette-bmz train``: prints one line per epoch and a summary."""
+    cfg, resume = config_from_args(args)
+    cols = ("train_loss", "val_loss", "val_dice", "val_event_recall", "val_event_precision",
+            "val_decoy_hit_rate")
+
+    def show(row: dict) -> None:
+        vals = " ".join(f"{c.replace('val_event_', '').replace('val_', 'val ')}="
+                        f"{row[c]:.4f}" for c in cols if isinstance(row.get(c), float))
+        print(f"epoch {row['epoch']:3d}  {vals}  lr={row['lr']:.2g}  ({row['seconds']:.0f} s)", flush=True)
+
+    print(f"training {cfg.name}: data {cfg.data.source}, crops {cfg.data.crop_size}, batch {cfg.optim.batch_size}, "
+          f"up to {cfg.optim.epochs} epochs -> {cfg.out}", flush=True)
+    res = train(cfg, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
+    best = next((r for r in res.history if r["epoch"] == res.best_epoch), None)
+    print(f"stopped: {res.stopped}; best epoch {res.best_epoch}"
+          + (f" (val loss {best['val_loss']:.4f}, dice {best['val_dice']:.3f})" if best else ""))
+    print(f"wrote {res.best}, {res.last} and {res.out / 'log.csv'}")
+    print(f"next: rosette-bmz export --checkpoint {res.best}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.train``: the same options as ``rosette-bmz train``."""
+    from rosette_bmz.cli import main as cli_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return cli_main(["train", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
