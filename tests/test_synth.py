@@ -218,3 +218,58 @@ def test_noise_keeps_tissue_and_ground_truth():
 def test_bad_seed():
     with pytest.raises(SynthError, match="seed"):
         generate(128, seed=-1)
+
+
+def _junction_pixels(lab):
+    a, b, c, d = lab[:-1, :-1], lab[:-1, 1:], lab[1:, :-1], lab[1:, 1:]
+    return np.nonzero(((a != b) & (a != c)) | ((a != d) & (b != c)))
+
+
+def test_no_accidental_rosettes_in_background():
+    """Outside the planned structures no >= 5 cells meet within a 3 px disc (they would be unlabelled rosettes)."""
+    img = generate(320, seed=5, noise=0.0, n_rosettes=2, n_decoys=2)  # without the T1 moves: 15 such pixels
+    assert img.meta["t1_moves"] > 0
+    lab = img.clean_labels
+    centres = np.array([[r["y"], r["x"]] for r in img.meta["rosettes"] + img.meta["decoys"]])
+    r = 3
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disc = yy ** 2 + xx ** 2 <= r * r
+    checked = 0
+    for y, x in zip(*_junction_pixels(lab)):
+        if not (r <= y < lab.shape[0] - r and r <= x < lab.shape[1] - r):
+            continue
+        if np.hypot(*(centres - [y, x]).T).min() < 30:
+            continue
+        checked += 1
+        assert len(_disc_labels(lab, int(y), int(x), r)) < 5, (y, x)
+    assert checked > 500
+
+
+def test_rasterise_is_exact():
+    """The coarse-to-fine rasteriser equals a plain nearest-seed query on every pixel, ties included."""
+    from scipy.spatial import cKDTree
+
+    from rosette_bmz.synth import _rasterise
+
+    rng = np.random.default_rng(0)
+    h, w = 151, 133
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    uy = yy + 1.5 * np.sin(xx / 9).astype(np.float32)
+    ux = xx + 1.2 * np.cos(yy / 7).astype(np.float32)
+    seeds = rng.uniform(-20, 170, (150, 2))
+    c = np.array([uy[70, 60], ux[70, 60]], dtype=np.float64)
+    ang = np.linspace(0, 2 * np.pi, 7, endpoint=False)
+    seeds = np.concatenate([seeds[np.hypot(*(seeds - c).T) > 25], c + 14 * np.stack([np.sin(ang), np.cos(ang)], 1)])
+    gap = np.clip(rng.normal(size=(h, w)), 0, 1.5).astype(np.float32)
+    tree = cKDTree(seeds)
+    pts = np.stack([uy.ravel(), ux.ravel()], -1)
+    i1, _, _ = _rasterise(seeds, uy, ux, None)
+    np.testing.assert_array_equal(i1.ravel(), tree.query(pts, k=1)[1])
+    dist, idx = tree.query(pts, k=2)
+    sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, 1]]).T)
+    border = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * sep)
+    j1, j2, in_gap = _rasterise(seeds, uy, ux, gap)
+    np.testing.assert_array_equal(j1.ravel(), idx[:, 0])
+    np.testing.assert_array_equal(in_gap.ravel(), border < gap.ravel())
+    np.testing.assert_array_equal(j2.ravel()[in_gap.ravel()], idx[in_gap.ravel(), 1])
+    assert len(set(i1[67:74, 57:64].ravel().tolist()) & set(range(len(seeds) - 7, len(seeds)))) == 7
