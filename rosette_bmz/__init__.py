@@ -27,6 +27,9 @@ _LAZY = {
     "SynthError": "synth",
     "export_package": "export",
     "predict": "predict", "predict_files": "predict",
+    # evaluation: model-card metrics, classical baseline
+    "evaluate_dataset": "evaluate", "load_eval_dataset": "evaluate", "EvaluationError": "evaluate",
+    "MetricsAccumulator": "metrics", "detect_rosettes": "baseline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -21,6 +21,7 @@ _USER_ERROR_NAMES = (
     ("rosette_bmz.export", "ExportError"),
     ("rosette_bmz.backends", "ModelError"),
     ("rosette_bmz.synth", "SynthError"),
+    ("rosette_bmz.evaluate", "EvaluationError"),
     ("training.config", "ConfigError"),
 )
 
@@ -157,7 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="rdf.yaml or a checkpoint (.pt)")
     p.add_argument("--data", required=True, help="folder written by `rosette-bmz synth` (or same layout)")
     p.add_argument("--backend", default="onnx", choices=("onnx", "torch", "torchscript", "bioimageio"))
-    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--mode", default="published", choices=("published", "halo"),
+                   help="tiling: 'published' (512 window, 128 overlap, as the model card; default) or 'halo'")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime / torch intra-op threads")
+    p.add_argument("--baseline-input", default="outlines", choices=("outlines", "labels"),
+                   help="what the classical baseline reads: the model's outlines (default) or <name>_labels.tif")
+    p.add_argument("--no-baseline", action="store_true", help="skip the classical baseline column")
+    p.add_argument("--out", default=None,
+                   help="write the JSON report here (<checkpoint stem>.eval.json beside a checkpoint: "
+                        "`rosette-bmz export` puts the table in the package README)")
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

@@ -4,7 +4,7 @@ Every number of the model card is computed here, from a probability map ``prob``
 (float, 0..1, shape (H, W)) and a ground-truth rosette instance image ``rosettes``
 (integer, 0 = no rosette, one id per rosette). A binary prediction (e.g. the classical
 baseline's mask) is a probability map with values 0 and 1. All definitions are also in
-``docs/metrics.md``; thresholds compare with ``>=``.
+``docs/metrics.md``; thresholds compare with ``>=`` (except the proposals, see below).
 
 Pixel level (all images of a dataset pooled unless stated otherwise)
 
@@ -37,9 +37,12 @@ Event level (each ground-truth rosette is one event; counts summed over images)
 
 What a reviewer pays for (not on the card)
 
-* **proposals**: connected components (8-connectivity) of ``p >= 0.5`` with at least
-  10 pixels, the published post-processing (threshold 0.5, objects under 10 px removed).
-  **proposals per image** = their number / number of images.
+* **proposals**: connected components (8-connectivity) of ``p > 0.5`` with at least
+  10 pixels, the published post-processing (threshold 0.5, objects under 10 px removed),
+  computed by the same function that writes ``rosette-bmz predict``'s proposals
+  (:func:`rosette_bmz.proposals.find_proposals`; it compares with ``>``, the only place
+  here that does: a pixel at exactly 0.5 counts for the pixel and event metrics but
+  starts no proposal). **proposals per image** = their number / number of images.
 * **event precision**: proposals that overlap a ground-truth rosette by at least one pixel /
   all proposals. **false proposals per image**: proposals that overlap none / images.
 * **decoy hits**: a decoy (a deliberately placed non-rosette vertex, e.g. a 4-cell
@@ -154,22 +157,15 @@ def event_counts(prob: np.ndarray, rosettes: np.ndarray) -> dict[str, int]:
 # ----------------------------------------------------------------------------- proposals
 def proposal_components(prob: np.ndarray, threshold: float = THRESHOLD, min_size: int = MIN_SIZE
                         ) -> tuple[np.ndarray, int]:
-    """Proposals: 8-connected components of ``prob >= threshold`` with ``>= min_size`` pixels.
+    """Proposals exactly as ``rosette-bmz predict`` writes them (:func:`rosette_bmz.proposals.find_proposals`):
+    8-connected components of ``prob > threshold`` with ``>= min_size`` pixels.
 
-    Returns ``(labels int32, n)`` with ids ``1..n`` (row-major order of first pixel).
+    Returns ``(labels, n)`` with ids ``1..n``.
     """
-    from scipy import ndimage
+    from .proposals import find_proposals
 
-    mask = np.asarray(prob) >= threshold
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
-        return lab.astype(np.int32), 0
-    sizes = np.bincount(lab.reshape(-1), minlength=n + 1)
-    keep = sizes >= min_size
-    keep[0] = False
-    relabel = np.zeros(n + 1, dtype=np.int32)
-    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return relabel[lab], int(keep.sum())
+    labels, rows = find_proposals(np.asarray(prob), threshold=threshold, min_size=min_size)
+    return labels, len(rows)
 
 
 def proposal_counts(components: np.ndarray, n: int, rosettes: np.ndarray) -> tuple[int, int]:

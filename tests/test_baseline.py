@@ -138,7 +138,7 @@ def test_bad_input():
 @pytest.fixture(scope="module")
 def clean_images():
     synth = pytest.importorskip("rosette_bmz.synth")
-    return [synth.generate(320, seed=s, noise=0.0, n_rosettes=6, n_decoys=4) for s in range(4)]
+    return [synth.generate(384, seed=s, noise=0.0) for s in range(6)]
 
 
 @pytest.mark.parametrize("kind", ["labels", "outlines"])
@@ -158,7 +158,9 @@ def test_noise_free_synthetic_all_rosettes_no_decoys(clean_images, kind):
             assert [v["k"] for v in near] == [m["k"]], (kind, m)
         for m in img.meta["decoys"]:
             near = [v for v in res.vertices if np.hypot(v["y"] - m["y"], v["x"] - m["x"]) < 0.25 * 24]
-            assert all(v["k"] == 4 for v in near) and near, (kind, m)
+            assert all(v["k"] < 5 for v in near), (kind, m)
+            if m["kind"] == "four_cell":                         # the 4-cell junction itself is seen as one
+                assert [v["k"] for v in near] == [4], (kind, m)
     s = acc.summary()
     assert n_ros >= 20 and n_dec >= 12
     assert s["event_recall"] >= 0.99

@@ -59,7 +59,7 @@ def test_proposal_components_min_size_and_8_connectivity():
     prob[0:3, 0:3] = 0.9                 # 9 px: dropped (< 10)
     prob[5:7, 0:5] = 0.6                 # 10 px: kept
     prob[8:10, 8:10] = 0.7               # 4 px ...
-    prob[10:12, 10:12] = 0.5             # ... + 4 px touching diagonally + 2 px below = one 10 px component
+    prob[10:12, 10:12] = 0.51            # ... + 4 px touching diagonally + 2 more = one 10 px component
     prob[11, 6:8] = 0.0
     prob[10, 7] = 0.55
     prob[9, 7] = 0.55
@@ -70,6 +70,8 @@ def test_proposal_components_min_size_and_8_connectivity():
     assert set(np.unique(lab[8:12, 7:12][prob[8:12, 7:12] >= 0.5])) == {2}
     assert np.count_nonzero(lab == 2) == 10
     assert M.proposal_components(prob, threshold=0.95)[1] == 0
+    prob[5:7, 0:5] = 0.5                 # proposals compare with '>' (as `rosette-bmz predict` does)
+    assert M.proposal_components(prob)[1] == 1
 
 
 def test_proposal_counts_precision():
@@ -141,7 +143,7 @@ def test_dataset_summary_hand_computed():
     assert s["coverage_gt80_at05"] == pytest.approx(2 / 6)
     assert s["coverage_gt40_at05"] == pytest.approx(3 / 6)
     assert s["completely_missed"] == pytest.approx(2 / 6)
-    # proposals: A has one (rows 1-3, 1 + 8 + 9 = 18 px, 8-connected, matched) and a 5 px blob
+    # proposals: A has one (rows 2-3, 8 + 9 = 17 px; the 0.5 pixel is not > 0.5; matched) and a 5 px blob
     # (dropped); B has 2 (one matched)
     assert s["n_proposals"] == 3 and s["n_proposals_matched"] == 2
     assert s["event_precision"] == pytest.approx(2 / 3)
