@@ -95,6 +95,39 @@ def render_panel(img, title: str, size: int = CROP) -> Image.Image:
     return full
 
 
+def render_zoom(img, item, title: str, half: int = 50, zoom: int = 3) -> Image.Image:
+    """``zoom`` x enlarged window around one rosette or decoy: outlines, GT mask border, centre."""
+    h, w = img.labels.shape
+    y0 = int(np.clip(item["y"] - half, 0, h - 2 * half))
+    x0 = int(np.clip(item["x"] - half, 0, w - 2 * half))
+    sl = (slice(y0, y0 + 2 * half), slice(x0, x0 + 2 * half))
+    out = img.outlines[sl] > 0
+    rgb = np.full(out.shape + (3,), 255, np.uint8)
+    if "id" in item:
+        m = img.rosettes[sl] == item["id"]
+        colour = VERTEX if item["kind"] == "vertex" else EXTRUSION
+        rgb[m] = (0.6 * 255 + 0.4 * colour).astype(np.uint8)
+    rgb[out] = (25, 25, 25)
+    big = Image.fromarray(rgb).resize((2 * half * zoom,) * 2, Image.NEAREST)
+    d = ImageDraw.Draw(big)
+    cy, cx = (item["y"] - y0 + 0.5) * zoom, (item["x"] - x0 + 0.5) * zoom
+    if "id" in item:
+        c = tuple(int(v) for v in (VERTEX if item["kind"] == "vertex" else EXTRUSION) * 0.7)
+        d.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), outline=c, width=3)
+    else:
+        rr = 0.45 * item["cell_diameter_local"] * zoom
+        d.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), outline=DECOY, width=3)
+    full = Image.new("RGB", (big.size[0], big.size[1] + 24), (255, 255, 255))
+    full.paste(big, (0, 24))
+    ImageDraw.Draw(full).text((4, 4), title, fill=(0, 0, 0), font=_font(14))
+    return full
+
+
+def _pick(items, kind, k_min=0):
+    cands = [r for r in items if r["kind"] == kind and r["k"] >= k_min]
+    return max(cands, key=lambda r: r["k"]) if cands else None
+
+
 def legend(width: int) -> Image.Image:
     im = Image.new("RGB", (width, 64), (255, 255, 255))
     d = ImageDraw.Draw(im)
@@ -116,18 +149,34 @@ def legend(width: int) -> Image.Image:
 
 
 def make_figure(out: Path) -> Path:
-    panels = []
+    panels, images = [], []
     for title, kw in PANELS:
         img = generate(1024, **kw)
+        images.append(img)
         panels.append(render_panel(img, title))
     pw, ph = panels[0].size
     gap = 12
     width = 2 * pw + 3 * gap
+    # zoomed row (3x) from the default-noise image: a vertex rosette, an extrusion, a decoy
+    zimg = images[1]
+    zooms = []
+    v = _pick(zimg.meta["rosettes"], "vertex", 7) or _pick(zimg.meta["rosettes"], "vertex")
+    e = _pick(zimg.meta["rosettes"], "extrusion")
+    f = _pick(zimg.meta["decoys"], "four_cell")
+    for item, label in ((v, "vertex rosette"), (e, "extrusion rosette"), (f, "decoy: 4-cell junction")):
+        if item is not None:
+            extra = f", k={item['k']}" if "id" in item else ""
+            zooms.append(render_zoom(zimg, item, f"3x: {label}{extra} (noise 0.5)"))
+    zh = zooms[0].size[1] if zooms else 0
     leg = legend(width)
-    fig = Image.new("RGB", (width, 2 * ph + 3 * gap + leg.size[1]), (255, 255, 255))
+    fig = Image.new("RGB", (width, 2 * ph + zh + 4 * gap + leg.size[1]), (255, 255, 255))
     for i, p in enumerate(panels):
         fig.paste(p, (gap + (i % 2) * (pw + gap), gap + (i // 2) * (ph + gap)))
-    fig.paste(leg, (0, 2 * ph + 3 * gap))
+    zw = zooms[0].size[0] if zooms else 0
+    zgap = (width - len(zooms) * zw) // (len(zooms) + 1) if zooms else 0
+    for i, z in enumerate(zooms):
+        fig.paste(z, (zgap + i * (zw + zgap), 2 * ph + 3 * gap))
+    fig.paste(leg, (0, 2 * ph + zh + 4 * gap))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.png")
     fig.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(tmp, optimize=True)

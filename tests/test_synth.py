@@ -81,6 +81,9 @@ def test_rosette_masks(clean):
         yy, xx = np.nonzero(m)
         assert np.hypot(yy - r["y"], xx - r["x"]).max() <= r["mask_radius"] + 1e-6
         assert ndimage.label(m)[1] == 1
+        # instances never touch: a 3 px dilation of one does not reach another
+        grown = ndimage.binary_dilation(m, iterations=3)
+        assert not (grown & (clean.rosettes > 0) & ~m).any()
 
 
 def test_noise_off_outlines_equal_label_borders(clean):
