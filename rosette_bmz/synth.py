@@ -66,7 +66,7 @@ import json
 import logging
 import math
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -821,8 +821,8 @@ def _outline_noise(rng, outlines, labels, noise, d):
 
 # ----------------------------------------------------------------------------- files
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Write via ``write(tmp)`` to a hidden temporary name beside ``path``, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -276,3 +276,22 @@ def test_rasterise_is_exact():
     np.testing.assert_array_equal(in_gap.ravel(), border < gap.ravel())
     np.testing.assert_array_equal(j2.ravel()[in_gap.ravel()], idx[in_gap.ravel(), 1])
     assert len(set(i1[67:74, 57:64].ravel().tolist()) & set(range(len(seeds) - 7, len(seeds)))) == 7
+
+
+def test_interrupted_write_leaves_no_partial_image(tmp_path, monkeypatch):
+    import tifffile
+
+    real = tifffile.imwrite
+
+    def flaky(path, data, **kw):
+        if "_outlines" in str(path):
+            raise OSError("disk full")
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(tifffile, "imwrite", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset(tmp_path, n=1, size=128, progress=False)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["synth_0000_labels.tif"]  # no temporary file, no JSON: the image does not count
+    with pytest.raises(SynthError, match="no synthetic images"):
+        load_dataset(tmp_path)
