@@ -1,37 +1,47 @@
 """Classical rosette baseline: vertex multiplicity on the cell junction graph.
 
-No learning and nothing fitted to data: a rosette is a place where at least five cells
+No learning and nothing fitted to images: a rosette is a place where at least five cells
 meet. From a cell label image, or from an outline image turned into cells first:
 
-1. **Cells.** *Outline input*: the cells are the 4-connected components of the
-   non-outline pixels, after the outlines are thickened by ``bridge`` px (a disc) so that
-   short breaks in the lines do not merge neighbouring cells. Components that are thin
-   (no pixel farther than ``min_cell_radius`` px from the outlines: segmentation gaps
-   between cells, slivers) or larger than ``max_area_ratio`` x the median component
-   (tissue-free space) are not cells. *Both inputs*: the cells are then grown by ``grow`` px
-   over the outline band and thin gaps (:func:`skimage.segmentation.expand_labels`), so
-   neighbouring cells touch again; tissue-free space stays background (0).
+1. **Cells.** *Outline input*: short breaks in the outlines are closed first
+   (:func:`bridge_breaks`: the lines are thickened by ``bridge`` px, only near line *ends*;
+   closed cell outlines have none, so clean junctions stay untouched). The cells are the
+   4-connected components of the remaining non-outline pixels. Components that are thin (no
+   pixel farther than ``min_cell_radius`` px from a line: segmentation gaps between cells,
+   slivers) or larger than ``max_area_ratio`` x the median component (tissue-free space)
+   are not cells. Every outline / gap pixel then joins its nearest cell
+   (:func:`skimage.segmentation.expand_labels`), so neighbouring cells touch again;
+   tissue-free space stays background (0). *Label input*: unlabelled gaps up to
+   :data:`LABEL_GAP_FILL` px wide are filled the same way.
 2. **Junctions.** Every 2x2 pixel window holding >= 3 distinct cell labels (background 0
-   does not count) is a junction window; its four pixels are junction pixels. Each
-   8-connected cluster of junction pixels is one *raw vertex*, with the set of cells
-   meeting there and its centre.
+   does not count) is a junction window; each 8-connected cluster of junction windows is
+   one *raw vertex*, with the set of cells meeting there and its centre.
 3. **Junction graph and merging.** Two raw vertices are joined by an edge (a cell-cell
    border) when they share >= 2 cells. Raw vertices joined by an edge shorter than
-   ``merge_distance`` px (centre to centre) are merged: rasterisation and segmentation
-   break one k-fold vertex into nearby 3- and 4-fold ones. A **small cell** (area below
-   ``small_cell_fraction`` x the median area of its neighbours: an extruding cell, apical
-   area shrinking) is collapsed into one vertex together with all raw vertices on its
-   border, however long its edges are.
-4. **Multiplicity** of a merged vertex = number of distinct cells meeting there, not
+   ``merge_distance`` px (centre to centre) are merged, because rasterisation and
+   segmentation break one k-fold vertex into nearby 3- and 4-fold ones. For outline input
+   the allowance grows with how deep a vertex sits inside the outline band (its distance
+   to the nearest cell interior, minus the image's median): where many thin wedge tips
+   converge, the outlines hide the true meeting point over several pixels.
+   A **small cell** (area < ``small_cell_fraction`` x the median area of its neighbours,
+   >= 3 neighbours, not cut by the image edge) is an extruding cell: it is collapsed into
+   one vertex together with all raw vertices on its border, however long its edges are.
+   On noise-free synthetic tissue the extruding cells measure 0.23-0.54 of their
+   neighbours' median area, ordinary cells with >= 5 neighbours at least 0.58, hence the
+   default 0.56.
+4. **Multiplicity** of a merged vertex = the number of distinct cells meeting there, not
    counting collapsed small cells (the extruding cell is the rosette's centre, not one of
-   its ``k`` cells; "k >= 5 cells closing around an extruding cell").
+   its ``k`` cells: "k >= 5 cells closing around an extruding cell"; a small cell closed by
+   4 cells is multiplicity 4, a decoy).
 5. **Rosette** = multiplicity >= ``min_multiplicity`` (5). Its mask follows the synthetic
    ground truth's definition: the pixels of the participating cells (with the collapsed
    central cell) within ``mask_radius`` local cell diameters of the vertex, the local
    diameter being ``sqrt(median participating-cell area / (sqrt(3)/2))`` (the centre
    spacing of hexagonal cells of that area).
 
-Everything is vectorised numpy / scipy; a 1024 x 1024 image takes a fraction of a second.
+Everything is vectorised numpy / scipy; a 1024 x 1024 image takes about 0.2 s (labels) to
+0.5 s (outlines) on one CPU core. Measured accuracy, also under segmentation noise, is in
+``docs/metrics.md``.
 """
 
 from __future__ import annotations
@@ -206,7 +216,7 @@ def _small_cells(lab: np.ndarray, area: np.ndarray, fraction: float) -> np.ndarr
     return cells[(area[cells] < fraction * med) & (count >= 3) & ~edge[cells]]
 
 
-def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.0, small_cell_fraction: float = 0.52,
+def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.0, small_cell_fraction: float = 0.56,
                   blur: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Merged vertices of a cell label image with their multiplicity (module doc, steps 2-4).
 
@@ -301,7 +311,7 @@ def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.0, small_cell
 
 def detect_rosettes(image: np.ndarray, kind: str = "outlines", *, merge_distance: float = 2.0,
                     adaptive_merge: bool = True,
-                    small_cell_fraction: float = 0.52, min_multiplicity: int = MIN_MULTIPLICITY,
+                    small_cell_fraction: float = 0.56, min_multiplicity: int = MIN_MULTIPLICITY,
                     mask_radius: float | None = 1.0, grow: int | None = None, bridge: float = 2.0
                     ) -> BaselineResult:
     """Detect rosettes in an outline image (``kind="outlines"``) or a cell label image (``"labels"``).
