@@ -311,7 +311,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     seeds, n_t1 = _break_accidental_junctions(seeds, fixed, d)
 
     # --- rasterise: nearest seed of each pixel's tissue-plane position
-    i1, i2, in_gap = _rasterise(seeds, uy, ux, gap)
+    i1, i2, i3, in_gap, in_corner = _rasterise(seeds, uy, ux, gap, corner=1.2 * noise)
     n_all = len(seeds)
 
     # --- paint central cells (extrusion rosettes, small-cell decoys)
@@ -382,8 +382,12 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         seg_seed = ext[clean_seed + 1]
         # gaps only between cells that are still different after the merges (a merged pair
         # becomes one mask without a border inside); painted central cells keep their rim gap
-        in_gap &= (ext[i1 + 1] != ext[i2 + 1]) | (cell_id >= n_all)
+        e1, e2, e3 = ext[i1 + 1], ext[i2 + 1], ext[i3 + 1]
+        in_gap &= (e1 != e2) | (cell_id >= n_all)
+        # rounded mask corners: a small hole where three (still distinct) cells meet
+        in_gap |= in_corner & (e1 != e2) & (e1 != e3) & (e2 != e3) & (cell_id < n_all)
         seg_seed[in_gap] = -1
+        del e1, e2, e3, i3, in_corner
         seg_seed = _split_cells(nrng, seg_seed, free, noise, d, noise_stats)
         del i2
         lut2, n_cells = _sequential_lut(seg_seed, int(seg_seed.max()) + 1, min_area=4, keep=protected)
@@ -452,16 +456,20 @@ def _tissue_map(rng, h, w, d, elongation, gradient, warp, wiggle):
     return uy.astype(np.float32), ux.astype(np.float32)
 
 
-def _rasterise(seeds, uy, ux, gap):
-    """Nearest seed of every pixel (exact), and with ``gap`` the pixels within ``gap`` of a border.
+def _rasterise(seeds, uy, ux, gap, corner=0.0):
+    """Nearest seed of every pixel (exact), and with ``gap`` the pixels near borders and corners.
 
     Equal to querying every pixel, but faster: the nearest and second-nearest seeds are first
     found on every second pixel; a pixel whose tissue-plane distance ``delta`` to that coarse
     point is small compared with the coarse point's slack ``d2 - d1`` provably has the same
-    nearest seed (triangle inequality: ``d2 - d1 > 2 delta``), and its distance to the cell
+    nearest seed (triangle inequality: ``d2 - d1 > 2 delta``), and its distance to any cell
     border is at least ``(d2 - d1 - 2 delta) / 2``. Only the other pixels (near borders) are
-    queried one by one. Returns ``i1`` (seed index per pixel), ``i2`` (second-nearest seed
-    where it matters, else ``i1``) and ``in_gap`` (bool, or None without ``gap``).
+    queried one by one.
+
+    Returns ``i1`` (seed index per pixel), ``i2`` and ``i3`` (second and third nearest seeds
+    where they matter, else ``i1``), ``in_gap`` (within ``gap`` of the border with the
+    second-nearest cell) and ``in_corner`` (within ``corner`` of the border with the third-nearest
+    cell, i.e. near a junction); the last four are None without ``gap``.
     """
     from scipy.spatial import cKDTree
 
@@ -474,23 +482,29 @@ def _rasterise(seeds, uy, ux, gap):
         return np.ascontiguousarray(np.repeat(np.repeat(a.reshape(cy.shape), 2, 0), 2, 1)[:h, :w])
 
     delta = np.hypot(uy - up(cy), ux - up(cx))
-    need = 2.0 * delta if gap is None else 2.0 * (delta + gap) + 1e-3
+    need = 2.0 * delta if gap is None else 2.0 * (delta + np.maximum(gap, corner)) + 1e-3
     safe = up((dq[:, 1] - dq[:, 0]).astype(np.float32)) > need
     i1 = up(iq[:, 0].astype(np.int32))
     todo = np.flatnonzero(~safe)
     pts = np.stack([uy.ravel()[todo], ux.ravel()[todo]], -1)
     if gap is None:
         i1.ravel()[todo] = tree.query(pts, k=1, workers=-1)[1]
-        return i1, None, None
-    dist, idx = tree.query(pts, k=2, workers=-1)
+        return i1, None, None, None, None
+    dist, idx = tree.query(pts, k=3, workers=-1)
     i1.ravel()[todo] = idx[:, 0]
-    i2 = i1.copy()
+    i2, i3 = i1.copy(), i1.copy()
     i2.ravel()[todo] = idx[:, 1]
-    sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, 1]]).T)
-    border = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(sep, 1e-6))
+    i3.ravel()[todo] = idx[:, 2]
+
+    def border(j):
+        sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, j]]).T)
+        return (dist[:, j] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(sep, 1e-6))
+
     in_gap = np.zeros((h, w), bool)
-    in_gap.ravel()[todo] = border < gap.ravel()[todo]
-    return i1, i2, in_gap
+    in_gap.ravel()[todo] = border(1) < gap.ravel()[todo]
+    in_corner = np.zeros((h, w), bool)
+    in_corner.ravel()[todo] = border(2) < corner
+    return i1, i2, i3, in_gap, in_corner
 
 
 def _lloyd(seeds, fixed, grid, iters, exclusions):

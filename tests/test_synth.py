@@ -41,7 +41,7 @@ def _multiplicity(labels, item):
         central = int(labels[item["y"], item["x"]])
         assert central == item["central_cell"] and central > 0
         return len(_ring_labels(labels, central))
-    return len(_disc_labels(labels, item["y"], item["x"], max(4, round(0.25 * item["cell_diameter_local"]))))
+    return len(_disc_labels(labels, item["y"], item["x"], max(4, round(0.3 * item["cell_diameter_local"]))))
 
 
 @pytest.mark.parametrize("which", ["clean", "noisy"])
@@ -266,15 +266,22 @@ def test_rasterise_is_exact():
     gap = np.clip(rng.normal(size=(h, w)), 0, 1.5).astype(np.float32)
     tree = cKDTree(seeds)
     pts = np.stack([uy.ravel(), ux.ravel()], -1)
-    i1, _, _ = _rasterise(seeds, uy, ux, None)
+    i1 = _rasterise(seeds, uy, ux, None)[0]
     np.testing.assert_array_equal(i1.ravel(), tree.query(pts, k=1)[1])
-    dist, idx = tree.query(pts, k=2)
-    sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, 1]]).T)
-    border = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * sep)
-    j1, j2, in_gap = _rasterise(seeds, uy, ux, gap)
+    dist, idx = tree.query(pts, k=3)
+
+    def border(j):
+        sep = np.hypot(*(seeds[idx[:, 0]] - seeds[idx[:, j]]).T)
+        return (dist[:, j] ** 2 - dist[:, 0] ** 2) / (2 * sep)
+
+    j1, j2, j3, in_gap, in_corner = _rasterise(seeds, uy, ux, gap, corner=1.3)
     np.testing.assert_array_equal(j1.ravel(), idx[:, 0])
-    np.testing.assert_array_equal(in_gap.ravel(), border < gap.ravel())
-    np.testing.assert_array_equal(j2.ravel()[in_gap.ravel()], idx[in_gap.ravel(), 1])
+    np.testing.assert_array_equal(in_gap.ravel(), border(1) < gap.ravel())
+    np.testing.assert_array_equal(in_corner.ravel(), border(2) < 1.3)
+    near = (in_gap | in_corner).ravel()
+    assert near.mean() > 0.05
+    np.testing.assert_array_equal(j2.ravel()[near], idx[near, 1])
+    np.testing.assert_array_equal(j3.ravel()[near], idx[near, 2])
     assert len(set(i1[67:74, 57:64].ravel().tolist()) & set(range(len(seeds) - 7, len(seeds)))) == 7
 
 
