@@ -24,7 +24,8 @@ meet. From a cell label image, or from an outline image turned into cells first:
    to the nearest cell interior, minus the image's median): where many thin wedge tips
    converge, the outlines hide the true meeting point over several pixels.
    A **small cell** (area < ``small_cell_fraction`` x the median area of its neighbours,
-   >= 3 neighbours, not cut by the image edge) is an extruding cell: it is collapsed into
+   >= 3 neighbours, not cut by the image edge, no small neighbour: two small cells side by
+   side are one cell cut in two by segmentation) is an extruding cell: it is collapsed into
    one vertex together with all raw vertices on its border, however long its edges are.
    On noise-free synthetic tissue the extruding cells measure 0.23-0.54 of their
    neighbours' median area, ordinary cells with >= 5 neighbours at least 0.58, hence the
@@ -195,7 +196,7 @@ def _adjacency(labels: np.ndarray) -> np.ndarray:
     return np.unique(allp, axis=0) if allp.size else allp.reshape(0, 2)
 
 
-def _small_cells(lab: np.ndarray, area: np.ndarray, fraction: float) -> np.ndarray:
+def _small_cells(lab: np.ndarray, area: np.ndarray, fraction: float, isolated: bool = True) -> np.ndarray:
     """Ids of cells with area < ``fraction`` x the median area of their neighbours."""
     if fraction <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -213,7 +214,15 @@ def _small_cells(lab: np.ndarray, area: np.ndarray, fraction: float) -> np.ndarr
     # cells cut by the image edge look small but are not
     edge = np.zeros(area.size, dtype=bool)
     edge[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
-    return cells[(area[cells] < fraction * med) & (count >= 3) & ~edge[cells]]
+    small = np.zeros(area.size, dtype=bool)
+    small[cells[(area[cells] < fraction * med) & (count >= 3) & ~edge[cells]]] = True
+    if not isolated:
+        return np.flatnonzero(small)
+    # two small cells side by side are one cell cut in two (segmentation), not an extrusion
+    paired = np.zeros(area.size, dtype=bool)
+    both_small = small[adj[:, 0]] & small[adj[:, 1]]
+    paired[adj[both_small].reshape(-1)] = True
+    return np.flatnonzero(small & ~paired)
 
 
 def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.0, small_cell_fraction: float = 0.56,
