@@ -53,6 +53,7 @@ ROWS: tuple[tuple[str, str, str | None, str], ...] = (
     ("Pixel-level Dice (soft, mean per image)", "pixel_dice", None, "ratio"),
     ("Pixel-level F1 (p ≥ 0.5, all pixels)", "pixel_f1", None, "ratio"),
     ("Pixel-level Recall (p ≥ 0.5, all pixels)", "pixel_recall", None, "ratio"),
+    ("Pixel-level Precision (p ≥ 0.5, all pixels)", "pixel_precision", None, "ratio"),
     ("Event-level Recall (≥ 1 px at p ≥ 0.5)", "event_recall", "n_detected", "event"),
     ("Rosettes with ≥ 10 % pixel coverage at 0.4", "coverage_ge10_at04", "n_coverage_ge10_at04", "event"),
     ("Rosettes with > 80 % pixel coverage at 0.5", "coverage_gt80_at05", "n_coverage_gt80_at05", "event"),
