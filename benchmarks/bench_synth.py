@@ -153,11 +153,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "synth.json"))
     args = ap.parse_args()
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     sp = speed(args.size, args.rounds)
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
     worst = max(v["median_s"] for v in sp.values())
     result = {
         "benchmark": "synth.generate", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "size": [args.size, args.size], "rounds": args.rounds,
+        "machine": machine(), "load_average_1min_before_after": [
+            None if load_before is None else round(load_before[0], 2),
+            None if load_after is None else round(load_after[0], 2)],
+        "size": [args.size, args.size], "rounds": args.rounds,
         "target_s": TARGET_S, "speed": sp, "worst_median_s": worst, "meets_target": worst <= TARGET_S,
         "realism": realism(args.realism_images, args.size),
     }

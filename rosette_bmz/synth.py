@@ -22,7 +22,8 @@ How the tissue is made
 ----------------------
 1. *Seeds* are drawn uniformly in a "tissue" plane and relaxed by a few Lloyd (centroidal
    Voronoi) iterations on a coarse grid: the cells become mostly hexagons with some pentagons and
-   heptagons and a few 4/8-sided cells, like an epithelium.
+   heptagons and a few 4/8-sided cells, like an epithelium (45/24/23 % hexagons/pentagons/
+   heptagons, see ``benchmarks/bench_synth.py``).
 2. *Rosettes* are carved in before the last relaxation: the seeds near a chosen centre ``c`` are
    removed and ``k`` seeds (5..12) are put **at the same distance** from ``c``. ``c`` is then
    exactly equidistant from the ``k`` seeds and closer to them than to any other seed, so ``c``
@@ -33,31 +34,40 @@ How the tissue is made
 3. *Hard negatives* (``meta["decoys"]``, never labelled) are built the same way with ``k = 4``:
    a 4-cell junction (``"four_cell"``, a T1 intermediate) or a small cell closed by 4 cells
    (``"small_cell"``). Ordinary 3-cell vertices are everywhere.
-4. The pixel grid is mapped into the tissue plane by a smooth map: a conformal density gradient,
-   an anisotropic stretch (elongated cells), a large-scale smooth warp and (with noise) a
-   fine-scale boundary jitter. Each pixel takes the label of its nearest seed. The map is a
-   smooth bijection, so the topology above (who meets whom at ``c``) is kept in the image and
-   rosette centres are recorded at exact pixel positions.
-5. Optional tissue-free regions (label 0): the cells whose centre falls into a thresholded
+4. *Accidental near-rosettes* (5 or more background cells meeting within a few pixels, which
+   nobody would have labelled) are resolved like T1 transitions before rasterising, so the
+   only >= 5-cell junctions in an image are the recorded ones.
+5. The pixel grid is mapped into the tissue plane by a smooth map: a conformal density gradient,
+   an anisotropic stretch (elongated cells), a large-scale smooth warp, a cell-scale wiggle
+   (curved edges) and, with noise, a fine boundary jitter. Each pixel takes the label of its
+   nearest seed. The map is a smooth bijection, so the topology above (who meets whom at ``c``)
+   is kept in the image, and each structure's seeds are placed around the tissue-plane image of
+   a pixel centre, so recorded centres are exact pixel positions.
+6. Optional tissue-free regions (label 0): the cells whose centre falls into a thresholded
    smooth random field are removed, so the tissue edge follows cell outlines.
 
 Ground-truth rosette mask (the one definition used everywhere)
 --------------------------------------------------------------
 Instance ``i`` = the pixels of the participating cells of rosette ``i`` (the ``k`` wedge cells,
-plus the central cell for the extrusion kind), taken from the **clean** cell tiling (before
-segmentation noise, including their border pixels), clipped to a disc of radius
-``mask_radius * local cell diameter`` (default 1.0) around the rosette centre. It is compact,
-centred on the junction and independent of the noise level. Rosettes never overlap and are at
-least one cell apart from each other and from decoys. Rosette and decoy cells are protected from
-merges, splits and drops, so their multiplicity can be read off ``labels`` at any noise level.
+plus the central cell for the extrusion kind) in the *clean tiling* (``SynthImage.clean_labels``:
+the nearest-seed cells, boundary jitter included, before gaps, merges, splits and drops; border
+pixels included), clipped to a disc of radius ``mask_radius * local cell diameter`` (default
+1.0) around the rosette centre. It is compact and centred on the junction. Rosettes never
+overlap and keep most of a cell diameter from each other and from decoys. Rosette and decoy
+cells are protected from merges, splits and drops, so their multiplicity can be read off
+``labels`` at any noise level.
 
 Segmentation-like noise (``noise`` in [0, 1], 0 = perfect)
 ---------------------------------------------------------
-Jittered boundaries (sub-cell displacement field, about ``noise`` px), thin gaps between
-segmented cells in parts of the image, merged neighbour pairs, cells split in two by a straight
-cut, missed cells (label 0), and in ``outlines`` short breaks and spurious line fragments.
-Everything is drawn from one ``numpy.random.Generator(seed)``: the same arguments give the same
-image on every machine.
+Jittered boundaries (a displacement field of about ``noise`` px), thin gaps between segmented
+cells in parts of the image, rounded mask corners (small holes where three cells meet), merged
+neighbour pairs, cells split in two by a straight cut, missed cells (label 0), and in
+``outlines`` short breaks and spurious line fragments.
+
+Randomness comes from two ``numpy.random.Generator`` streams spawned from ``seed``: one for the
+tissue geometry (cells, rosettes, decoys), one for the noise. The same arguments give the same
+image, and the same seed at another ``noise`` gives the same tissue, rosette centres, ``k`` and
+kinds.
 """
 
 from __future__ import annotations
