@@ -166,3 +166,22 @@ def test_noise_free_synthetic_all_rosettes_no_decoys(clean_images, kind):
     assert s["event_recall"] >= 0.99
     assert s["n_decoys_hit"] == 0
     assert s["event_precision"] >= 0.8
+
+
+def test_small_cells_rule():
+    """Small = area < 0.56 x the neighbours' median; a pair of adjacent small cells is a split cell."""
+    lab = np.zeros((60, 60), np.int32)
+    for i in range(3):
+        for j in range(3):
+            lab[i * 20:(i + 1) * 20, j * 20:(j + 1) * 20] = 1 + 3 * i + j
+    split = lab.copy()
+    split[20:40, 30:40] = 10                                  # centre cell 5 cut in two halves (0.5 each)
+    area = np.bincount(split.ravel())
+    assert sorted(B._small_cells(split, area, 0.56, isolated=False).tolist()) == [5, 10]
+    assert B._small_cells(split, area, 0.56).size == 0
+    one = lab.copy()
+    one[26:34, 26:34] = 10                                    # a small cell inside cell 5: 64 px vs 336 px
+    area = np.bincount(one.ravel())
+    assert B._small_cells(one, area, 0.56).size == 0          # only 1 neighbour (< 3): a hole, not a cell in a ring
+    ring = pinwheel(6, hole=5)
+    assert B._small_cells(ring, np.bincount(ring.ravel()), 0.56).tolist() == [7]
