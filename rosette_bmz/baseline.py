@@ -40,8 +40,8 @@ meet. From a cell label image, or from an outline image turned into cells first:
    diameter being ``sqrt(median participating-cell area / (sqrt(3)/2))`` (the centre
    spacing of hexagonal cells of that area).
 
-Everything is vectorised numpy / scipy; a 1024 x 1024 image takes about 0.2 s (labels) to
-0.5 s (outlines) on one CPU core. Measured accuracy, also under segmentation noise, is in
+Everything is vectorised numpy / scipy; a 1024 x 1024 image takes about 0.3 s (labels) to
+0.6 s (outlines) on one CPU core. Measured accuracy, also under segmentation noise, is in
 ``docs/metrics.md``.
 """
 
