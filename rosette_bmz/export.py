@@ -192,7 +192,7 @@ def _format_summary(summary: Any) -> str:
 def _timestamp(meta: dict, explicit: str | None) -> str:
     if explicit:
         return explicit
-    for key in ("timestamp", "created", "finished", "saved_at", "date"):
+    for key in ("written", "timestamp", "created", "finished", "saved_at", "date"):
         value = meta.get(key)
         if isinstance(value, str) and len(value) >= 10:
             return value
@@ -519,8 +519,7 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
 
         torch_version = torch.__version__.split("+")[0]
         title = name or "Nematostella epithelial rosette detector (Attention U-Net)"
-        trained = loaded.metadata.get("trained_on") or loaded.metadata.get("data") or ""
-        synthetic = "synth" in json.dumps(loaded.metadata).lower()
+        synthetic = _trained_on_synthetic(loaded.metadata)
         if synthetic:
             weights_line = ("demo weights trained by `rosette-bmz train` on **synthetic** epithelium images "
                             "(`rosette_bmz.synth`), not on microscopy data.")
@@ -530,8 +529,8 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
                                   "data, export the published checkpoint or a model fine-tuned on your "
                                   "annotations.")
         else:
-            weights_line = (f"`{checkpoint.name}`" + (f", trained on {trained}" if trained else "")
-                            + " (see Validation for what is known about their accuracy).")
+            weights_line = (f"`{checkpoint.name}` (see Validation for what is known about their "
+                            "accuracy).")
             limitation_weights = ("Only the Validation section below says how well these particular weights "
                                   "work; without it, treat the output as unvalidated.")
         description = ("Attention U-Net that proposes epithelial rosettes (>= 5 cells meeting at one vertex, "
@@ -600,6 +599,13 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
         _write_zip(target_rdf, zip_path)
     log.info("wrote %s (+ %s/)", target_rdf, target_pkg)
     return target_rdf
+
+
+def _trained_on_synthetic(meta: dict) -> bool:
+    """True if the trainer's sidecar says the weights were trained on ``rosette_bmz.synth`` data."""
+    config = meta.get("training_config") if isinstance(meta.get("training_config"), dict) else {}
+    data = json.dumps([meta.get("data"), config.get("data")], default=str).lower()
+    return "synth" in data
 
 
 def _package_version() -> str:

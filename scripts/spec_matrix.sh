@@ -20,6 +20,11 @@ if [ "${1:-}" = "--setup" ]; then SETUP_ONLY=1; shift; fi
 RDFS=("$@")
 [ ${#RDFS[@]} -eq 0 ] && RDFS=(rdf.yaml)
 
+quiet_pip() {  # pip install, without the local-index "is ignored" warnings (pip's status is kept)
+    local py=$1; shift
+    { "$py" -m pip install -q "$@" 2>&1; } | { grep -v "is ignored: it is neither" || true; }
+}
+
 make_venv() {  # make_venv DIR CHECK_PY PIP_ARGS...
     local dir=$1 check=$2; shift 2
     if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
@@ -28,7 +33,7 @@ make_venv() {  # make_venv DIR CHECK_PY PIP_ARGS...
     echo "[spec-matrix] building $dir ($*)"
     rm -rf "$dir"
     python3 -m venv "$dir"
-    "$dir/bin/python" -m pip install -q "$@"
+    quiet_pip "$dir/bin/python" "$@"
     "$dir/bin/python" -c "$check"
 }
 
@@ -46,8 +51,8 @@ if [ -z "${SPEC_MATRIX_SKIP_CORE:-}" ]; then
         echo "[spec-matrix] building $CORE_VENV"
         rm -rf "$CORE_VENV"
         python3 -m venv "$CORE_VENV"
-        "$CORE_VENV/bin/python" -m pip install -q torch==2.13.0
-        "$CORE_VENV/bin/python" -m pip install -q torch==2.13.0 "bioimageio.core==$CORE_VERSION" onnxruntime \
+        quiet_pip "$CORE_VENV/bin/python" torch==2.13.0
+        quiet_pip "$CORE_VENV/bin/python" torch==2.13.0 "bioimageio.core==$CORE_VERSION" onnxruntime \
             "pydantic==$PYDANTIC"
     fi
 fi
