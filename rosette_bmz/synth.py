@@ -136,8 +136,9 @@ def _size2(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _check_args(h: int, w: int, d: float, noise: float) -> None:
-    if not (math.isfinite(d) and 4 <= d <= 400):
-        raise SynthError(f"cell_diameter must be between 4 and 400 pixels, got {d!r}")
+    if not (math.isfinite(d) and 12 <= d <= 400):
+        raise SynthError(f"cell_diameter must be between 12 and 400 pixels (smaller cells cannot show a "
+                         f"12-cell rosette in pixels), got {d!r}")
     if not (math.isfinite(noise) and 0 <= noise <= 1):
         raise SynthError(f"noise must be between 0 (perfect outlines) and 1, got {noise!r}")
     need = max(32, int(math.ceil(MIN_SIZE_CELLS * d)))
@@ -243,12 +244,17 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         gradient = float(rng.uniform(1.0, 1.5))
     if tissue_free is None:
         tissue_free = 0.0 if rng.random() < 0.6 else float(rng.uniform(0.03, 0.15))
-    if not 1 <= elongation <= 4:
-        raise SynthError(f"elongation must be in [1, 4], got {elongation!r}")
-    if not 1 <= gradient <= 4:
-        raise SynthError(f"gradient must be in [1, 4], got {gradient!r}")
+    if not 1 <= elongation <= 2:
+        raise SynthError(f"elongation (cell aspect ratio) must be in [1, 2], got {elongation!r}")
+    if not 1 <= gradient <= 3:
+        raise SynthError(f"gradient (cell-size ratio across the image) must be in [1, 3], got {gradient!r}")
     if not 0 <= tissue_free <= 0.8:
         raise SynthError(f"tissue_free must be in [0, 0.8], got {tissue_free!r}")
+    for name, val in (("warp", warp), ("wiggle", wiggle)):
+        if not 0 <= val <= 2:
+            raise SynthError(f"{name} must be in [0, 2], got {val!r}")
+    if not 0 <= int(lloyd_iterations) <= 50:
+        raise SynthError(f"lloyd_iterations must be in [0, 50], got {lloyd_iterations!r}")
 
     uy, ux = _tissue_map(rng, h, w, d, elongation, gradient, warp, wiggle)
 
@@ -258,11 +264,14 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         f = _smooth_field(rng, h, w, spacing=5 * d)
         thr = np.quantile(f[::4, ::4], 1 - tissue_free)
         tissue = f < thr
+    # pixel-level noise amplitudes (jitter, gaps, corners) shrink with cells smaller than the
+    # default, so small cells are not swallowed
+    px_noise = noise * min(1.0, d / DEFAULT_CELL_DIAMETER)
     # gap half-width field (segmentation gaps between cells), image space
     gap = None
     if noise > 0:
         g = _smooth_field(nrng, h, w, spacing=3 * d)
-        gap = np.clip((g - 0.3) * (1.1 * noise), 0, 1.5).astype(np.float32)
+        gap = np.clip((g - 0.3) * (1.1 * px_noise), 0, 1.0).astype(np.float32)
 
     # --- seeds: uniform + Lloyd in the tissue plane
     m = 2.5 * d
@@ -279,18 +288,19 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
 
     # --- place rosettes and decoys (image-space centres -> tissue-plane structures)
     n_cells_est = h * w / (_HEX_AREA * d * d)
+    explicit = n_rosettes is not None or n_decoys is not None
     if n_rosettes is None:
         n_rosettes = int(rng.poisson(rosette_density * n_cells_est / 100))
     if n_decoys is None:
         n_decoys = int(rng.poisson(decoy_density * n_cells_est / 100))
     structures = _place_structures(rng, h, w, d, uy, ux, tissue, int(n_rosettes), int(n_decoys),
-                                   extrusion_fraction, (k_lo, k_hi), mask_radius)
+                                   extrusion_fraction, (k_lo, k_hi), mask_radius, explicit)
 
     # fine-scale boundary jitter (segmentation noise); structure centres are re-read from the
     # jittered map so that each recorded centre stays exactly on its junction
     if noise > 0:
         sp = max(2.5, d / 7)
-        amp = 0.9 * noise
+        amp = 0.9 * px_noise
         uy += amp * _smooth_field(nrng, h, w, sp)
         ux += amp * _smooth_field(nrng, h, w, sp)
         for s in structures:
@@ -321,14 +331,14 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     seeds, n_t1 = _break_accidental_junctions(seeds, fixed, d)
 
     # --- rasterise: nearest seed of each pixel's tissue-plane position
-    i1, i2, i3, in_gap, in_corner = _rasterise(seeds, uy, ux, gap, corner=1.2 * noise)
+    i1, i2, i3, in_gap, in_corner = _rasterise(seeds, uy, ux, gap, corner=1.2 * px_noise)
     n_all = len(seeds)
 
     # --- paint central cells (extrusion rosettes, small-cell decoys)
     cell_id = i1.astype(np.int32)  # clean tiling by seed index; painted cells get n_all + j
     for j, s in enumerate(s for s in structures if s["central"]):
         s["central_id"] = n_all + j
-        sl, inside, rim = _central_cell(s, h, w, gap)
+        sl, inside, rim = _central_cell(s, h, w, gap, uy, ux)
         view = cell_id[sl]
         view[inside] = s["central_id"]
         if in_gap is not None:
@@ -362,7 +372,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         entry = {"y": int(s["y"]), "x": int(s["x"]), "k": int(s["k"]), "kind": s["kind"],
                  "cell_diameter_local": round(float(s["d_local"]), 3)}
         if s["central"]:
-            entry["central_radius"] = round(float(s["central_r"]), 3)
+            entry["central_radius"] = round(float(s["central_r"] * s["d_local"] / s["d"]), 3)
         if s["rosette"]:
             rid = len(ros_meta) + 1
             r = s["mask_r"]
@@ -620,7 +630,8 @@ def _jacobian_scale(uy, ux, y, x):
     return math.sqrt(abs(float(dyy * dxx - dxy * dyx))) or 1.0
 
 
-def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_fraction, k_range, mask_radius):
+def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_fraction, k_range, mask_radius,
+                      explicit=False):
     """Choose non-overlapping centres (image space) for rosettes and decoys."""
     from scipy import ndimage
 
@@ -663,25 +674,29 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
             out.append({"rosette": is_ros, "k": k, "central": central, "kind": kind, "rho": rho,
                          "radius": radius, "y": y, "x": x, "c": c, "theta0": float(rng.uniform(0, 2 * np.pi)),
                          "d_local": d_local, "mask_r": mask_radius * d_local,
-                         "central_r": 0.3 * d_local * float(rng.uniform(0.85, 1.15)),
+                         "d": d, "central_r": 0.3 * d * float(rng.uniform(0.85, 1.15)),
                          "harm": rng.uniform(-0.12, 0.12, 4).tolist(), "phase": rng.uniform(0, 2 * np.pi, 4).tolist()})
             break
-        else:
-            log.warning("could not place a %s (k=%d): image too crowded", kind, k)
     n_r = sum(s["rosette"] for s in out)
-    if n_r < n_ros:
-        log.warning("placed %d of %d requested rosettes", n_r, n_ros)
+    n_d = len(out) - n_r
+    if n_r < n_ros or n_d < n_dec:
+        log.log(logging.WARNING if explicit else logging.INFO,
+                "placed %d of %d rosettes and %d of %d decoys; the image has no room for more", n_r, n_ros, n_d, n_dec)
     return out
 
 
-def _central_cell(s, h, w, gap):
-    """Slice, inside-mask and rim-gap mask of the small central cell of structure ``s``."""
+def _central_cell(s, h, w, gap, uy, ux):
+    """Slice, inside-mask and rim-gap mask of the small central cell of structure ``s``.
+
+    The cell is a slightly irregular disc of radius ``central_r`` in the *tissue plane* (the
+    same plane as the seeds), so it is stretched like its neighbours and every one of the ``k``
+    wedge tips around it is cut at the same tissue-plane width.
+    """
     r0 = s["central_r"]
-    rmax = int(math.ceil(r0 * 1.6)) + 1
+    rmax = int(math.ceil(r0 * 1.3 * 2.5 * s["d_local"] / s["d"])) + 2
     y, x = s["y"], s["x"]
     sl = (slice(max(0, y - rmax), min(h, y + rmax + 1)), slice(max(0, x - rmax), min(w, x + rmax + 1)))
-    yy, xx = np.mgrid[sl]
-    dy, dx = yy - y, xx - x
+    dy, dx = uy[sl] - s["c"][0], ux[sl] - s["c"][1]
     r = np.hypot(dy, dx)
     th = np.arctan2(dy, dx)
     rc = np.full_like(r, r0)

@@ -29,7 +29,7 @@ def _disc_labels(labels, y, x, r):
     return set(np.unique(sub[disc]).tolist()) - {0}
 
 
-def _ring_labels(labels, central, width=4):
+def _ring_labels(labels, central, width=6):
     m = labels == central
     ring = ndimage.binary_dilation(m, iterations=width) & ~m
     return set(np.unique(labels[ring]).tolist()) - {0, central}
@@ -154,6 +154,10 @@ def test_rectangular_and_tissue_free():
     (dict(size=256, cell_diameter=-3), "cell_diameter"),
     (dict(size=256, n_rosettes=-1), "n_rosettes"),
     (dict(size=256, k_range=(4, 6)), "k_range"),
+    (dict(size=256, cell_diameter=8), "cell_diameter"),
+    (dict(size=256, elongation=3.0), "elongation"),
+    (dict(size=256, wiggle=-1), "wiggle"),
+    (dict(size=256, seed=1.5), "seed"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(SynthError, match=match):
