@@ -142,8 +142,6 @@ def test_report_json_is_written_atomically(tmp_path, synth_dir):
 def test_cli_with_a_real_checkpoint(tmp_path, synth_dir, tiny_state, capsys):
     """End to end: a (tiny, untrained) checkpoint through the torch runner; the report lands
     beside the checkpoint as <stem>.eval.json, where the exporter looks for it."""
-    import torch
-
     from rosette_bmz.checkpoint import save_checkpoint
     from rosette_bmz.model import AttentionUNet
 
@@ -168,7 +166,6 @@ def test_cli_with_a_real_checkpoint(tmp_path, synth_dir, tiny_state, capsys):
     rep2 = E.evaluate_dataset(None, items, predict_fn=lambda x: predict(x, pred, mode="halo"), baseline=False)
     assert rep2["metrics"]["model"]["pixel_tp"] == m["pixel_tp"]
     assert rep2["metrics"]["model"]["pixel_dice"] == pytest.approx(m["pixel_dice"], rel=1e-5)
-    del torch
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
