@@ -161,10 +161,6 @@ def load_eval_dataset(directory: str | os.PathLike) -> list[EvalImage]:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _fmt_ratio(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
-
 def _fmt_cell(s: dict[str, Any] | None, key: str, count: str | None, what: str) -> str:
     if s is None or key not in s:
         return "—"
@@ -204,14 +200,14 @@ def _baseline_prob(item: EvalImage, input_kind: str, params: dict[str, Any]) -> 
     return (detect_rosettes(image, input_kind, **params).rosettes > 0).astype(np.float32)
 
 
-def evaluate_dataset(model: Any = None, data_dir: str | os.PathLike | Sequence[EvalImage] = ".", backend: str = "onnx",
+def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImage], backend: str = "onnx",
                      *, predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, mode: str = "published",
                      threads: int | None = None, baseline: bool = True, baseline_input: str = "outlines",
                      baseline_params: dict[str, Any] | None = None, threshold: float = M.THRESHOLD,
                      min_size: int = M.MIN_SIZE, progress: bool = False) -> dict[str, Any]:
     """Score ``model`` and the classical baseline on the ground truth in ``data_dir``.
 
-    ``model``: rdf.yaml / package folder / checkpoint / torch module, run through
+    ``model``: rdf.yaml / package folder / checkpoint / torch module (None with ``predict_fn``), run through
     :func:`rosette_bmz.predict.load_predictor` with ``backend`` and tiled ``mode``
     (default ``published``: 512 windows, 128 overlap, as the card was computed).
     ``predict_fn``: instead of a model, any function ``(2, H, W) float32 -> (H, W)``
