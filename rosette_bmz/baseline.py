@@ -144,7 +144,8 @@ def cells_from_outlines(outlines: np.ndarray, *, bridge: float = 2.0, min_cell_r
     interior = ~lines
     lab, n = ndimage.label(interior)  # 4-connectivity: a 1 px diagonal line separates cells
     if n == 0:
-        return lab.astype(np.int32)
+        empty = np.zeros(lab.shape, dtype=np.int32)
+        return (empty, np.zeros(lab.shape, dtype=np.float32)) if return_blur else empty
     idx = np.arange(1, n + 1)
     area = np.bincount(lab.reshape(-1), minlength=n + 1)
     depth = np.zeros(n + 1)

@@ -132,6 +132,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="integer"):
         B.detect_rosettes(np.zeros((8, 8), float), "labels")
     assert B.detect_rosettes(np.zeros((8, 8), np.uint8), "outlines").n_rosettes == 0
+    assert B.detect_rosettes(np.ones((8, 8), np.uint8), "outlines").n_rosettes == 0   # no cell at all
+    assert B.detect_rosettes(np.zeros((1, 1), np.int32), "labels").n_rosettes == 0
 
 
 # ----------------------------------------------------------------------------- synthetic data
