@@ -226,7 +226,7 @@ def _small_cells(lab: np.ndarray, area: np.ndarray, fraction: float, isolated: b
     return np.flatnonzero(small & ~paired)
 
 
-def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.0, small_cell_fraction: float = 0.56,
+def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.5, small_cell_fraction: float = 0.56,
                   blur: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Merged vertices of a cell label image with their multiplicity (module doc, steps 2-4).
 
@@ -319,7 +319,7 @@ def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.0, small_cell
     return vertices
 
 
-def detect_rosettes(image: np.ndarray, kind: str = "outlines", *, merge_distance: float = 2.0,
+def detect_rosettes(image: np.ndarray, kind: str = "outlines", *, merge_distance: float = 2.5,
                     adaptive_merge: bool = True,
                     small_cell_fraction: float = 0.56, min_multiplicity: int = MIN_MULTIPLICITY,
                     mask_radius: float | None = 1.0, grow: int | None = None, bridge: float = 2.0

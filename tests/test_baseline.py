@@ -76,7 +76,7 @@ def _offset_quadrants(offset: int) -> np.ndarray:
 def test_short_edge_is_merged_long_edge_is_not():
     assert [v["k"] for v in B.find_vertices(_offset_quadrants(0))] == [4]
     assert [v["k"] for v in B.find_vertices(_offset_quadrants(1))] == [4]          # 1 px edge: one vertex
-    assert sorted(v["k"] for v in B.find_vertices(_offset_quadrants(4))) == [3, 3]  # 4 px > merge_distance 2
+    assert sorted(v["k"] for v in B.find_vertices(_offset_quadrants(4))) == [3, 3]  # 4 px > merge_distance 2.5
     assert [v["k"] for v in B.find_vertices(_offset_quadrants(4), merge_distance=5)] == [4]
     assert sorted(v["k"] for v in B.find_vertices(_offset_quadrants(12), merge_distance=5)) == [3, 3]
 
