@@ -311,7 +311,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     keep = np.ones(len(seeds), bool)
     for s in structures:
         c = np.array(s["c"])
-        keep &= np.hypot(*(seeds - c).T) > s["rho"] + 0.55 * d
+        keep &= np.hypot(*(seeds - c).T) > s["rho"] + (0.67 if s["central"] else 0.55) * d
     seeds = seeds[keep]
     n_free = len(seeds)
     for s in structures:
@@ -322,7 +322,9 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         s["seed_ids"] = list(range(n_free + sum(len(f) for f in fixed_list),
                                    n_free + sum(len(f) for f in fixed_list) + s["k"]))
         fixed_list.append(ring)
-        exclusions.append((c, s["rho"] + 0.42 * d))
+        # free seeds stay outside this circle, so the structure's k seeds are the nearest to c
+        # (more room around a central cell, whose ring neighbours are cut short)
+        exclusions.append((c, s["rho"] + (0.54 if s["central"] else 0.42) * d))
     if fixed_list:
         seeds = np.concatenate([seeds] + fixed_list)
     fixed = np.zeros(len(seeds), bool)
@@ -656,8 +658,8 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
     for is_ros, k, central, kind in plans:
         rho = _ring_radius(k, d) * float(rng.uniform(0.95, 1.1))
         if central:
-            rho *= 1.05
-        radius = rho + 0.55 * d  # tissue-plane radius of the structure's cells
+            rho *= 1.2  # room for the central cell
+        radius = rho + (0.67 if central else 0.55) * d  # tissue-plane radius of the structure's cells
         for _attempt in range(300):
             margin = int(math.ceil(max(mask_radius, 0.6) * d + 2))
             if h - 2 * margin < 1 or w - 2 * margin < 1:
@@ -675,7 +677,7 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
                          "radius": radius, "y": y, "x": x, "c": c, "theta0": float(rng.uniform(0, 2 * np.pi)),
                          "d_local": d_local, "mask_r": mask_radius * d_local,
                          "d": d, "central_r": 0.3 * d * float(rng.uniform(0.85, 1.15)),
-                         "harm": rng.uniform(-0.12, 0.12, 4).tolist(), "phase": rng.uniform(0, 2 * np.pi, 4).tolist()})
+                         "harm": rng.uniform(-0.08, 0.08, 4).tolist(), "phase": rng.uniform(0, 2 * np.pi, 4).tolist()})
             break
     n_r = sum(s["rosette"] for s in out)
     n_d = len(out) - n_r
