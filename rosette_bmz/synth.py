@@ -200,7 +200,8 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         noise: segmentation-noise strength in [0, 1]; 0 gives perfect outlines
             (``outlines == inner_outlines(labels)``).
         n_rosettes: number of rosettes (default: Poisson with mean ``rosette_density`` per 100
-            cells). Fewer are placed if they do not fit (a warning is logged).
+            cells). Fewer are placed if they do not fit (a warning is logged). Rosettes and
+            decoys keep at least half a cell diameter of ordinary tissue between them.
         rosette_density: mean rosettes per 100 cells when ``n_rosettes`` is None.
         extrusion_fraction: probability that a rosette is of the extrusion kind.
         k_range: (min, max) cells per rosette, within 5..12; smaller k is more frequent.
@@ -214,13 +215,26 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
             seeds, else a fraction in [0.03, 0.15].
         mask_radius: ground-truth clip radius in local cell diameters (see module docstring).
         lloyd_iterations: relaxation iterations (more = more regular hexagons).
-    """
-    from scipy.spatial import cKDTree
 
+    Returns:
+        :class:`SynthImage`; ``meta`` holds the values actually used (drawn ones included), the
+        rosette and decoy lists, counts of noise events and ``params`` (the arguments as given:
+        ``generate(**meta["params"])`` makes the same image again).
+
+    Raises:
+        SynthError: an argument out of range (the message names it).
+    """
     h, w = _size2(size)
     d = float(DEFAULT_CELL_DIAMETER if cell_diameter is None else cell_diameter)
     noise = float(noise)
     _check_args(h, w, d, noise)
+    # the arguments as given (None = drawn from the seed): generate(**meta["params"]) repeats it
+    params = {"size": [h, w], "seed": seed, "cell_diameter": cell_diameter, "noise": noise,
+              "n_rosettes": n_rosettes, "rosette_density": rosette_density,
+              "extrusion_fraction": extrusion_fraction, "k_range": list(k_range), "n_decoys": n_decoys,
+              "decoy_density": decoy_density, "elongation": elongation, "gradient": gradient, "warp": warp,
+              "wiggle": wiggle, "tissue_free": tissue_free, "mask_radius": mask_radius,
+              "lloyd_iterations": lloyd_iterations}
     k_lo, k_hi = (int(k) for k in k_range)
     if not 5 <= k_lo <= k_hi <= 12:
         raise SynthError(f"k_range must satisfy 5 <= min <= max <= 12, got {k_range!r}")
@@ -434,6 +448,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         "n_cells": int(n_cells), "n_cells_clean": int(n_clean), "t1_moves": int(n_t1),
         "noise_events": {k: int(v) for k, v in noise_stats.items()},
         "rosettes": ros_meta, "decoys": dec_meta,
+        "params": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()},
     }
     return SynthImage(labels=labels.astype(np.int32, copy=False), outlines=outlines, rosettes=rosettes,
                       meta=meta, clean_labels=clean_labels.astype(np.int32, copy=False))

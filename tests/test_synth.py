@@ -306,3 +306,10 @@ def test_interrupted_write_leaves_no_partial_image(tmp_path, monkeypatch):
     assert names == ["synth_0000_labels.tif"]  # no temporary file, no JSON: the image does not count
     with pytest.raises(SynthError, match="no synthetic images"):
         load_dataset(tmp_path)
+
+
+def test_meta_params_reproduce_the_image(noisy):
+    again = generate(**json.loads(json.dumps(noisy.meta["params"])))
+    np.testing.assert_array_equal(again.labels, noisy.labels)
+    np.testing.assert_array_equal(again.outlines, noisy.outlines)
+    np.testing.assert_array_equal(again.rosettes, noisy.rosettes)
