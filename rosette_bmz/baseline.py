@@ -27,9 +27,9 @@ meet. From a cell label image, or from an outline image turned into cells first:
    >= 3 neighbours, not cut by the image edge, no small neighbour: two small cells side by
    side are one cell cut in two by segmentation) is an extruding cell: it is collapsed into
    one vertex together with all raw vertices on its border, however long its edges are.
-   On noise-free synthetic tissue the extruding cells measure 0.23-0.54 of their
-   neighbours' median area, ordinary cells with >= 5 neighbours at least 0.58, hence the
-   default 0.56.
+   On noise-free synthetic tissue the extruding cells measure at most 0.41 of their
+   neighbours' median area, ordinary cells with >= 5 neighbours at least 0.56, hence the
+   default 0.5.
 4. **Multiplicity** of a merged vertex = the number of distinct cells meeting there, not
    counting collapsed small cells (the extruding cell is the rosette's centre, not one of
    its ``k`` cells: "k >= 5 cells closing around an extruding cell"; a small cell closed by
@@ -226,7 +226,7 @@ def _small_cells(lab: np.ndarray, area: np.ndarray, fraction: float, isolated: b
     return np.flatnonzero(small & ~paired)
 
 
-def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.5, small_cell_fraction: float = 0.56,
+def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.5, small_cell_fraction: float = 0.5,
                   blur: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Merged vertices of a cell label image with their multiplicity (module doc, steps 2-4).
 
@@ -321,7 +321,7 @@ def find_vertices(labels: np.ndarray, *, merge_distance: float = 2.5, small_cell
 
 def detect_rosettes(image: np.ndarray, kind: str = "outlines", *, merge_distance: float = 2.5,
                     adaptive_merge: bool = True,
-                    small_cell_fraction: float = 0.56, min_multiplicity: int = MIN_MULTIPLICITY,
+                    small_cell_fraction: float = 0.5, min_multiplicity: int = MIN_MULTIPLICITY,
                     mask_radius: float | None = 1.0, grow: int | None = None, bridge: float = 2.0
                     ) -> BaselineResult:
     """Detect rosettes in an outline image (``kind="outlines"``) or a cell label image (``"labels"``).

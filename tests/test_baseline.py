@@ -171,7 +171,7 @@ def test_noise_free_synthetic_all_rosettes_no_decoys(clean_images, kind):
 
 
 def test_small_cells_rule():
-    """Small = area < 0.56 x the neighbours' median; a pair of adjacent small cells is a split cell."""
+    """Small = area < fraction x the neighbours' median; a pair of adjacent small cells is a split cell."""
     lab = np.zeros((60, 60), np.int32)
     for i in range(3):
         for j in range(3):
