@@ -344,7 +344,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     fixed = np.zeros(len(seeds), bool)
     fixed[n_free:] = True
     seeds = _lloyd(seeds, fixed, grid, lloyd_iterations - n_first, exclusions)
-    seeds, n_t1 = _break_accidental_junctions(seeds, fixed, d)
+    seeds, n_t1 = _break_accidental_junctions(seeds, fixed, d, exclusions)
 
     # --- rasterise: nearest seed of each pixel's tissue-plane position
     i1, i2, i3, in_gap, in_corner = _rasterise(seeds, uy, ux, gap, corner=1.2 * px_noise)
@@ -562,7 +562,7 @@ def _lloyd(seeds, fixed, grid, iters, exclusions):
     return seeds
 
 
-def _break_accidental_junctions(seeds, fixed, d, eps=0.22, max_iter=10):
+def _break_accidental_junctions(seeds, fixed, d, exclusions=(), eps=0.22, max_iter=10):
     """Move free seeds so that no unplanned junction of >= 5 cells appears in the background.
 
     Voronoi vertices are the circumcentres of the Delaunay triangles; two vertices closer than
@@ -570,7 +570,8 @@ def _break_accidental_junctions(seeds, fixed, d, eps=0.22, max_iter=10):
     or more cells (an accidental near-rosette that nobody labelled) is resolved like a T1
     transition: the two seeds whose shared border is the shortest edge of the chain are pulled
     towards each other, which lengthens that border and separates the junctions. Planned
-    structures (all seeds fixed) are left alone. Returns the seeds and the number of moves.
+    structures (all seeds fixed) are left alone, and moved seeds are kept out of their exclusion
+    circles. Returns the seeds and the number of moves.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -620,6 +621,7 @@ def _break_accidental_junctions(seeds, fixed, d, eps=0.22, max_iter=10):
                 moves += 1
                 moved = True
                 break
+        _push_out(seeds, fixed, exclusions)
         if not moved:
             break
     return seeds, moves
