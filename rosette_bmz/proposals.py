@@ -1,0 +1,141 @@
+"""Rosette proposals from a probability map, and the files napari opens.
+
+``find_proposals``: pixels with ``prob > threshold`` (default 0.5, the published value)
+are grouped into 8-connected objects; objects with fewer than ``min_size`` pixels
+(default 10, the published value) are dropped; the rest are numbered 1..n in raster
+order (top to bottom, left to right, by their first pixel). Per proposal: centroid
+(row ``centroid_y``, column ``centroid_x``, in pixels), area (pixels), max and mean
+probability.
+
+Files:
+
+* ``write_tiff``: the labels image as uint32 TIFF (napari opens 32-bit integer images as
+  a *labels* layer) or the probability map as float32 TIFF;
+* ``write_csv``: one row per proposal with columns ``id, centroid_y, centroid_x, area,
+  max_prob, mean_prob, axis-0, axis-1``; ``axis-0``/``axis-1`` repeat the centroid
+  because napari's built-in CSV reader opens a table with those columns as a *points*
+  layer (the other columns become point properties);
+* ``write_overlay``: an RGB PNG (outline image in grey, proposals in red) for a quick look.
+
+Large images: ``find_proposals`` works on memory-mapped arrays; thresholding, the
+statistics and the renumbering go strip by strip, only the boolean mask (1 byte per
+pixel) and the connected-component pass over it are whole-image.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CSV_COLUMNS", "find_proposals", "write_tiff", "write_csv", "read_csv", "write_overlay"]
+
+CSV_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "max_prob", "mean_prob", "axis-0", "axis-1")
+
+_STRIP = 1024
+
+
+def find_proposals(prob: Any, threshold: float = 0.5, min_size: int = 10, *, out: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, list[dict]]:
+    """Threshold, 8-connected components, drop objects < ``min_size`` px.
+
+    Returns ``(labels, rows)``: uint32 labels (H, W) (written into ``out`` if given, e.g. a
+    memory map) and one dict per proposal with the keys of :data:`CSV_COLUMNS` minus the
+    napari axis columns.
+    """
+    from scipy import ndimage
+
+    if getattr(prob, "ndim", None) != 2:
+        raise ValueError(f"find_proposals: prob must be a 2D array, got shape {getattr(prob, 'shape', None)}")
+    H, W = prob.shape
+    mask = np.empty((H, W), dtype=bool)
+    for r0 in range(0, H, _STRIP):
+        np.greater(prob[r0:r0 + _STRIP], threshold, out=mask[r0:r0 + _STRIP])
+    if out is None:
+        out = np.zeros((H, W), dtype=np.uint32)
+    elif out.shape != (H, W) or out.dtype != np.uint32:
+        raise ValueError(f"find_proposals: out must be uint32 {(H, W)}, got {out.dtype} {out.shape}")
+    n = int(ndimage.label(mask, structure=np.ones((3, 3), dtype=bool), output=out))
+    del mask
+    area = np.zeros(n + 1, dtype=np.int64)
+    sum_y = np.zeros(n + 1)
+    sum_x = np.zeros(n + 1)
+    sum_p = np.zeros(n + 1)
+    max_p = np.zeros(n + 1)
+    if n:
+        for r0 in range(0, H, _STRIP):
+            lab = np.asarray(out[r0:r0 + _STRIP])
+            yy, xx = np.nonzero(lab)
+            ids = lab[yy, xx].astype(np.int64)
+            p = np.asarray(prob[r0:r0 + _STRIP])[yy, xx].astype(np.float64)
+            area += np.bincount(ids, minlength=n + 1)
+            sum_y += np.bincount(ids, weights=yy + r0, minlength=n + 1)
+            sum_x += np.bincount(ids, weights=xx, minlength=n + 1)
+            sum_p += np.bincount(ids, weights=p, minlength=n + 1)
+            np.maximum.at(max_p, ids, p)
+    keep = np.flatnonzero(area >= max(1, min_size))
+    keep = keep[keep > 0]
+    lut = np.zeros(n + 1, dtype=np.uint32)
+    lut[keep] = np.arange(1, keep.size + 1, dtype=np.uint32)
+    if keep.size < n:
+        for r0 in range(0, H, _STRIP):
+            out[r0:r0 + _STRIP] = lut[out[r0:r0 + _STRIP]]
+    rows = [{"id": int(new), "centroid_y": float(sum_y[old] / area[old]), "centroid_x": float(sum_x[old] / area[old]),
+             "area": int(area[old]), "max_prob": float(max_p[old]), "mean_prob": float(sum_p[old] / area[old])}
+            for new, old in enumerate(keep.tolist(), start=1)]
+    return out, rows
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Plain (uncompressed) single-page TIFF; uint32 labels open in napari as a labels layer."""
+    import tifffile
+
+    path = Path(path)
+    tifffile.imwrite(path, np.asarray(array), photometric="minisblack")
+    return path
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Proposal table (see module doc); napari opens it as a points layer."""
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            w.writerow([r["id"], f"{r['centroid_y']:.2f}", f"{r['centroid_x']:.2f}", r["area"],
+                        f"{r['max_prob']:.4f}", f"{r['mean_prob']:.4f}",
+                        f"{r['centroid_y']:.2f}", f"{r['centroid_x']:.2f}"])
+    return path
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Read a proposal table written by :func:`write_csv` back into dicts."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kinds = {"id": int, "area": int}
+    return [{k: kinds.get(k, float)(r[k]) for k in CSV_COLUMNS[:6]} for r in rows]
+
+
+def write_overlay(path: str | os.PathLike, labels: np.ndarray, prob: np.ndarray | None = None,
+                  background: np.ndarray | None = None) -> Path:
+    """RGB PNG: outlines (or the probability) in grey on white, proposals filled red with a dark-red rim."""
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    labels = np.asarray(labels)
+    if background is not None:
+        base = 255 - 150 * (np.asarray(background) > 0).astype(np.uint8)
+    elif prob is not None:
+        base = (255 - 200 * np.clip(np.asarray(prob), 0, 1)).astype(np.uint8)
+    else:
+        base = np.full(labels.shape, 255, dtype=np.uint8)
+    rgb = np.repeat(base[..., None], 3, axis=2).astype(np.uint8)
+    fg = labels > 0
+    rgb[fg] = (0.5 * rgb[fg] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
+    rgb[find_boundaries(labels, mode="inner")] = (160, 0, 0)
+    path = Path(path)
+    Image.fromarray(rgb, mode="RGB").save(path, format="PNG")
+    return path

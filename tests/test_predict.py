@@ -1,0 +1,408 @@
+"""Tiled runner: tile plans, stitching against whole-image / reference outputs, backends, files, CLI."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from rosette_bmz.inputs import InputError, from_labels, from_outlines
+from rosette_bmz.predict import (DEFAULT_TILE, PUBLISHED_OVERLAP, PUBLISHED_WINDOW, ModelError, halo_plan,
+                                 load_predictor, mirror_index, predict, predict_files, published_plan)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def tiny_model(tiny_state):
+    from rosette_bmz.checkpoint import build_model
+
+    return build_model(tiny_state)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_model, tmp_path_factory):
+    from rosette_bmz.checkpoint import save_checkpoint
+
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny.pt", {"note": "test"})
+
+
+@pytest.fixture(scope="session")
+def torch_pred(tiny_model):
+    return load_predictor(tiny_model, "torch", threads=2)
+
+
+@pytest.fixture(scope="session")
+def onnx_pred(tiny_ckpt):
+    return load_predictor(tiny_ckpt, "onnx", threads=2)
+
+
+@pytest.fixture(scope="session")
+def package(tiny_ckpt, tmp_path_factory):
+    """A real package from the exporter (bioimageio.core's test_model skipped for time)."""
+    from rosette_bmz.export import export_package
+
+    return export_package(tiny_ckpt, tmp_path_factory.mktemp("pkg"), run_test=False)
+
+
+@pytest.fixture(scope="session")
+def synth_images():
+    from types import SimpleNamespace
+
+    from rosette_bmz.synth import generate
+
+    out = {}
+    for i, shape in enumerate([(250, 270), (70, 45), (600, 130)]):
+        s = generate((max(shape[0], 100), max(shape[1], 100)), seed=i + 3, cell_diameter=16)
+        h, w = shape
+        out[shape] = SimpleNamespace(labels=s.labels[:h, :w], outlines=np.ascontiguousarray(s.outlines[:h, :w]))
+    return out
+
+
+def _whole(model, x, pad=64, mode="constant"):
+    """Reference: one eager forward pass over the image padded by ``pad`` (+ to a multiple of 16)."""
+    import torch
+
+    _, H, W = x.shape
+    ry, rx = (-(H + 2 * pad)) % 16, (-(W + 2 * pad)) % 16
+    xp = np.pad(x, ((0, 0), (pad, pad + ry), (pad, pad + rx)), mode=mode)
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(xp[None])))[0, 0, pad:pad + H, pad:pad + W].numpy()
+
+
+def _published_reference(model, x):
+    """Straightforward sliding window: 512 windows, stride 384, last one flush, uniform averaging."""
+    import torch
+
+    _, H, W = x.shape
+    xp = np.zeros((2, max(H, 512), max(W, 512)), dtype=np.float32)
+    xp[:, :H, :W] = x
+    Hp, Wp = xp.shape[1:]
+    acc = np.zeros((Hp, Wp))
+    cnt = np.zeros((Hp, Wp))
+    ys = sorted({*range(0, Hp - 512 + 1, 384), Hp - 512})
+    xs = sorted({*range(0, Wp - 512 + 1, 384), Wp - 512})
+    for y in ys:
+        for x0 in xs:
+            with torch.no_grad():
+                p = model(torch.from_numpy(xp[None, :, y:y + 512, x0:x0 + 512].copy()))[0, 0].numpy()
+            acc[y:y + 512, x0:x0 + 512] += p
+            cnt[y:y + 512, x0:x0 + 512] += 1
+    return (acc / cnt)[:H, :W]
+
+
+# ----------------------------------------------------------------------------- plans
+@pytest.mark.parametrize("tile", [160, 256, 512, 1024])
+def test_halo_plan_covers_every_pixel_once_with_halo_context(tile):
+    halo = 64
+    for length in list(range(1, 200, 7)) + [511, 512, 513, 1000, 1024, 1152, 2048, 3000, 8192 + 128]:
+        plan = halo_plan(length, tile, halo)
+        assert plan.padded % 16 == 0 and plan.padded >= length and plan.size % 16 == 0
+        assert plan.size <= max(tile, 16) or len(plan.starts) == 1
+        covered = np.zeros(plan.padded, int)
+        for s, (c0, c1) in zip(plan.starts, plan.cores):
+            assert s % 16 == 0 and 0 <= s and s + plan.size <= plan.padded
+            assert s <= c0 < c1 <= s + plan.size
+            assert c0 - s >= halo or s == 0            # context before the core, or the image edge
+            assert s + plan.size - c1 >= halo or s + plan.size == plan.padded
+            covered[c0:c1] += 1
+        assert (covered == 1).all()
+        # fewest tiles: one fewer could not cover the padded length
+        n = len(plan.starts)
+        if n > 1:
+            assert 2 * (tile - halo) + (n - 3) * (tile - 2 * halo) < plan.padded
+
+
+def test_published_plan_is_the_documented_sliding_window():
+    assert published_plan(300).starts == (0,) and published_plan(300).padded == PUBLISHED_WINDOW
+    assert published_plan(512).starts == (0,)
+    assert published_plan(1024).starts == (0, 384, 512)
+    assert published_plan(1152).starts == (0, 384, 640)     # 768 + 512 > 1152: flush window at 640
+    assert published_plan(1280).starts == (0, 384, 768)     # fits exactly
+    assert PUBLISHED_WINDOW - PUBLISHED_OVERLAP == 384
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "reflect"])
+def test_mirror_index_matches_numpy_pad(mode):
+    for n in (1, 2, 5, 17):
+        if mode == "reflect" and n == 1:
+            continue
+        a = np.arange(n)
+        idx = np.arange(-70, n + 70)
+        np.testing.assert_array_equal(a[mirror_index(idx, n, mode)], np.pad(a, 70, mode=mode))
+
+
+# ----------------------------------------------------------------------------- stitching vs references
+@pytest.mark.parametrize("shape,tile", [((250, 270), 192), ((70, 45), 160), ((600, 130), 256)])
+def test_halo_mode_equals_whole_image_pass(tiny_model, torch_pred, synth_images, shape, tile):
+    x = from_outlines(synth_images[shape].outlines)
+    got = predict(x, torch_pred, mode="halo", tile=tile)
+    assert got.shape == shape and got.dtype == np.float32
+    ref = _whole(tiny_model, x)
+    # the spec: within 1e-3 away from the border; the tiles line up with the whole-image
+    # pass (16 px grid, flush with the padded edge), so the whole image agrees to float noise
+    assert np.abs(got - ref).max() < 1e-5
+    # the whole image really was tiled (several tiles along the long axis)
+    assert len(halo_plan(max(shape) + 128, tile).starts) > 1 or max(shape) + 128 <= tile
+
+
+def test_halo_mode_symmetric_padding_equals_whole_image_pass(tiny_model, torch_pred, synth_images):
+    x = from_outlines(synth_images[(250, 270)].outlines)
+    got = predict(x, torch_pred, tile=256, pad="symmetric")
+    assert np.abs(got - _whole(tiny_model, x, mode="symmetric")).max() < 1e-5
+    # and the pad mode matters at the border (so the comparison above can fail)
+    assert np.abs(got - _whole(tiny_model, x, mode="constant")).max() > 1e-4
+
+
+@pytest.mark.parametrize("shape", [(250, 270), (600, 130)])
+def test_published_mode_equals_reference_sliding_window(tiny_model, torch_pred, synth_images, shape):
+    x = from_outlines(synth_images[shape].outlines)
+    got = predict(x, torch_pred, mode="published", batch=3)
+    ref = _published_reference(tiny_model, x)
+    assert got.shape == shape
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_batch_size_does_not_change_the_result(torch_pred, synth_images):
+    x = from_outlines(synth_images[(70, 45)].outlines)
+    a = predict(x, torch_pred, tile=160, batch=1)
+    b = predict(x, torch_pred, tile=160, batch=3)
+    assert np.abs(a - b).max() < 1e-6
+
+
+def test_predict_rejects_bad_arrays(torch_pred):
+    with pytest.raises(InputError, match="expected a \\(2, H, W\\)"):
+        predict(np.zeros((3, 32, 32), np.float32), torch_pred)
+    with pytest.raises(InputError, match="NaN"):
+        predict(np.full((2, 32, 32), np.nan, np.float32), torch_pred)
+    with pytest.raises(ValueError, match="unknown mode"):
+        predict(np.zeros((2, 32, 32), np.float32), torch_pred, mode="fast")
+
+
+# ----------------------------------------------------------------------------- backends
+def test_four_backends_agree_on_an_exported_package(package, synth_images):
+    x = from_outlines(synth_images[(250, 270)].outlines)
+    out = {}
+    for backend in ("onnx", "torch", "torchscript", "bioimageio"):
+        with load_predictor(package, backend, threads=2) as pred:
+            out[backend] = predict(x, pred)
+    for backend, p in out.items():
+        assert p.shape == x.shape[1:]
+        assert np.abs(p - out["torch"]).max() < 1e-3, backend
+    assert out["torch"].std() > 0  # not a constant output
+
+
+def test_checkpoint_converted_on_the_fly_agrees_with_torch(tiny_ckpt, onnx_pred, torch_pred, synth_images):
+    x = from_outlines(synth_images[(70, 45)].outlines)
+    ts = load_predictor(tiny_ckpt, "torchscript", threads=2)
+    try:
+        ref = predict(x, torch_pred)
+        assert np.abs(predict(x, onnx_pred) - ref).max() < 1e-4
+        assert np.abs(predict(x, ts) - ref).max() < 1e-4
+    finally:
+        ts.close()
+
+
+def test_onnx_from_rdf_never_imports_torch(package, tmp_path):
+    code = f"""
+import sys, numpy as np
+from rosette_bmz.predict import load_predictor, predict, predict_files
+from rosette_bmz.synth import generate
+s = generate((100, 120), seed=1)
+np.save(r"{tmp_path}/img.npy", s.outlines)
+pred = load_predictor(r"{package}", "onnx", threads=1)
+p = predict(np.stack([s.outlines > 0] * 2).astype(np.float32), pred)
+res = predict_files([r"{tmp_path}/img.npy"], pred, "onnx", "outlines", r"{tmp_path}/out")
+assert res[0].ok, res
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "bioimageio"))
+print("IMPORTED", bad)
+assert not bad, bad
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "IMPORTED []" in r.stdout
+
+
+def test_missing_or_wrong_model_is_a_one_line_error(tmp_path):
+    with pytest.raises(ModelError, match="model file not found"):
+        load_predictor(tmp_path / "nope.yaml", "onnx")
+    (tmp_path / "rdf.yaml").write_text("type: dataset\n")
+    with pytest.raises(ModelError, match="not a bioimage.io model"):
+        load_predictor(tmp_path / "rdf.yaml", "onnx")
+    (tmp_path / "model.txt").write_text("x")
+    with pytest.raises(ModelError, match="unknown model file type"):
+        load_predictor(tmp_path / "model.txt", "onnx")
+    with pytest.raises(ModelError, match="unknown backend"):
+        load_predictor(tmp_path / "model.txt", "tensorflow")
+
+
+def test_package_without_weights_of_the_format(package, tmp_path):
+    import shutil
+
+    import yaml
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(package.parent, pkg)
+    rdf = yaml.safe_load((pkg / "rdf.yaml").read_text())
+    del rdf["weights"]["onnx"]
+    (pkg / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    with pytest.raises(ModelError, match="no onnx weights"):
+        load_predictor(pkg / "rdf.yaml", "onnx")
+
+
+# ----------------------------------------------------------------------------- files
+def _write_inputs(folder: Path, synth_images) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    s = synth_images[(250, 270)]
+    tifffile.imwrite(folder / "a_labels.tif", s.labels.astype(np.uint16))
+    return {"a_labels": s.labels}
+
+
+def test_predict_files_writes_napari_ready_outputs(onnx_pred, synth_images, tmp_path):
+    s = synth_images[(250, 270)]
+    tifffile.imwrite(tmp_path / "cells.tif", s.labels.astype(np.uint16))
+    res = predict_files([tmp_path / "cells.tif"], onnx_pred, "onnx", "labels", tmp_path / "out", overlay=True,
+                        threshold=0.5)
+    assert len(res) == 1 and res[0].ok, res
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["cells_overlay.png", "cells_prob.tif", "cells_rosettes.csv",
+                                                     "cells_rosettes.tif"]
+    prob = tifffile.imread(out / "cells_prob.tif")
+    assert prob.dtype == np.float32 and prob.shape == (250, 270)
+    np.testing.assert_allclose(prob, predict(from_labels(s.labels), onnx_pred), atol=1e-6)
+    labels = tifffile.imread(out / "cells_rosettes.tif")
+    assert labels.dtype == np.uint32 and labels.shape == (250, 270)   # napari: 32-bit int -> labels layer
+    from rosette_bmz.proposals import find_proposals
+
+    ref_labels, rows = find_proposals(prob, 0.5, 10)
+    np.testing.assert_array_equal(labels, ref_labels)
+    with open(out / "cells_rosettes.csv") as f:
+        table = list(csv.reader(f))
+    header = table[0]
+    assert header[:6] == ["id", "centroid_y", "centroid_x", "area", "max_prob", "mean_prob"]
+    assert {"axis-0", "axis-1"} <= set(header)                         # napari: points layer
+    assert len(table) - 1 == len(rows) == res[0].n_proposals
+    from PIL import Image
+
+    with Image.open(out / "cells_overlay.png") as im:
+        assert im.size == (270, 250) and im.mode == "RGB"
+
+
+@pytest.mark.parametrize("kind", ["labels", "outlines", "channels"])
+def test_streamed_large_image_equals_in_memory(onnx_pred, synth_images, tmp_path, kind):
+    s = synth_images[(600, 130)]
+    data = {"labels": s.labels.astype(np.int32), "outlines": s.outlines,
+            "channels": from_labels(s.labels)}[kind]
+    tifffile.imwrite(tmp_path / "img.tif", data)
+    np.save(tmp_path / "img2.npy", data)
+    small = predict_files([tmp_path / "img.tif"], onnx_pred, "onnx", kind, tmp_path / "mem")
+    big = predict_files([tmp_path / "img.tif", tmp_path / "img2.npy"], onnx_pred, "onnx", kind, tmp_path / "stream",
+                        stream_pixels=10_000, tile=160)
+    assert small[0].ok and not small[0].streamed
+    assert all(r.ok and r.streamed for r in big), big
+    ref = tifffile.imread(tmp_path / "mem" / "img_prob.tif")
+    for stem in ("img", "img2"):
+        got = tifffile.imread(tmp_path / "stream" / f"{stem}_prob.tif")
+        assert np.abs(got - ref).max() < 1e-5
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "stream" / f"{stem}_rosettes.tif"),
+                                      tifffile.imread(tmp_path / "mem" / "img_rosettes.tif"))
+
+
+# one test per class of bad input: the error names the file, the other files still complete,
+# nothing half-written for the bad one
+BAD_INPUTS = {
+    "ndim": (lambda: np.zeros((3, 40, 40, 5), np.uint8), "2D", "outlines"),
+    "channels": (lambda: np.zeros((3, 40, 40), np.float32), "2-channel input must have shape", "channels"),
+    "dtype": (lambda: np.zeros((40, 40), np.complex64), "numeric", "outlines"),
+    "nan": (lambda: np.full((40, 40), np.nan, np.float32), "NaN", "outlines"),
+    "empty": (lambda: np.zeros((0, 40), np.uint8), "empty", "outlines"),
+    "labels_as_outlines": (lambda: np.kron(np.arange(16).reshape(4, 4), np.ones((10, 10), np.uint16)),
+                           "looks like a label image", "outlines"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_input_fails_alone_with_a_message_naming_it(onnx_pred, synth_images, tmp_path, case, stream):
+    make, message, kind = BAD_INPUTS[case]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = synth_images[(70, 45)]
+    good_data = {"outlines": good.outlines, "channels": from_outlines(good.outlines)}[kind]
+    np.save(folder / "a_good.npy", good_data)
+    np.save(folder / "b_bad.npy", make())
+    np.save(folder / "c_good.npy", good_data)
+    res = predict_files([folder], onnx_pred, "onnx", kind, tmp_path / "out", stream_pixels=1 if stream else 10**9)
+    assert [r.ok for r in res] == [True, False, True], res
+    assert "b_bad.npy" in res[1].error and message in res[1].error
+    assert "\n" not in res[1].error
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert not any(n.startswith("b_bad") or n.startswith(".") for n in names), names
+    assert len(names) == 6
+
+
+def test_unreadable_and_missing_files(onnx_pred, synth_images, tmp_path):
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    np.save(tmp_path / "ok.npy", synth_images[(70, 45)].outlines)
+    res = predict_files([tmp_path / "broken.tif", tmp_path / "missing.png", tmp_path / "ok.npy"], onnx_pred, "onnx",
+                        "outlines", tmp_path / "out")
+    by_name = {r.path.name: r for r in res}
+    assert by_name["ok.npy"].ok
+    assert not by_name["broken.tif"].ok and "broken.tif" in by_name["broken.tif"].error
+    assert not by_name["missing.png"].ok and "missing.png" in by_name["missing.png"].error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok_prob.tif", "ok_rosettes.csv",
+                                                                     "ok_rosettes.tif"]
+
+
+def test_folder_runs_sorted_and_skips_its_own_outputs(onnx_pred, synth_images, tmp_path):
+    s = synth_images[(70, 45)]
+    for name in ("b.npy", "a.png", "c.tif"):
+        path = tmp_path / name
+        if name.endswith(".npy"):
+            np.save(path, s.outlines)
+        elif name.endswith(".png"):
+            from PIL import Image
+
+            Image.fromarray(s.outlines * 255).save(path)
+        else:
+            tifffile.imwrite(path, s.outlines)
+    (tmp_path / "notes.txt").write_text("not an image")
+    res = predict_files([tmp_path], onnx_pred, "onnx", "outlines", tmp_path)
+    assert [r.path.name for r in res] == ["a.png", "b.npy", "c.tif"] and all(r.ok for r in res)
+    again = predict_files([tmp_path], onnx_pred, "onnx", "outlines", tmp_path)   # outputs are not inputs
+    assert [r.path.name for r in again] == ["a.png", "b.npy", "c.tif"]
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_predict_folder_with_one_bad_file(tiny_ckpt, synth_images, tmp_path, capsys):
+    from rosette_bmz.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "good.tif", synth_images[(70, 45)].labels.astype(np.uint16))
+    tifffile.imwrite(folder / "bad.tif", np.zeros((2, 3, 40, 40), np.uint16))
+    rc = main(["predict", str(folder), "--model", str(tiny_ckpt), "--backend", "onnx", "--input-kind", "labels",
+               "--out", str(tmp_path / "out"), "--threads", "2"])
+    err = capsys.readouterr()
+    assert rc == 1
+    assert "bad.tif" in err.err and "error:" in err.err
+    assert "predicted 1/2 image(s)" in err.out and "1 failed" in err.out
+    assert (tmp_path / "out" / "good_rosettes.csv").is_file()
+
+
+def test_cli_missing_model_is_one_line_exit_2(tmp_path, capsys):
+    from rosette_bmz.cli import main
+
+    rc = main(["predict", str(tmp_path), "--model", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and "missing.yaml" in err and len(err.splitlines()) == 1
+
+
+def test_default_tile_holds_a_1024_image_with_its_border():
+    assert halo_plan(1024 + 2 * 64, DEFAULT_TILE).starts == (0,)
