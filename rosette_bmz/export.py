@@ -312,7 +312,8 @@ def _render_cover(channels: np.ndarray, prob: np.ndarray, path: Path) -> Path:
     base[thin] = (120, 120, 120)
     p = np.clip(prob, 0.0, 1.0)[..., None]
     magenta = np.array([230.0, 0.0, 160.0])
-    right = np.round(base * (1 - 0.85 * p) + magenta * 0.85 * p).astype(np.uint8)
+    alpha = 0.9 * p ** 2  # gamma 2: the faint background haze of low probabilities stays light
+    right = np.round(base * (1 - alpha) + magenta * alpha).astype(np.uint8)
     sep = np.full((thin.shape[0], 4, 3), 255, dtype=np.uint8)
     img = np.concatenate([left, sep, right], axis=1)
     h = thin.shape[0]

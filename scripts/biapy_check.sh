@@ -6,8 +6,11 @@
 # bioimageio.core 0.9.6 / pydantic < 2.13. Tools: ../shared/tools/biapy_check (beside the repo).
 #
 # usage: bash scripts/biapy_check.sh [RDF]     (default: rdf.yaml)
+#        bash scripts/biapy_check.sh --setup   (only build the venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SETUP_ONLY=0
+if [ "${1:-}" = "--setup" ]; then SETUP_ONLY=1; shift; fi
 RDF=${1:-rdf.yaml}
 TOOLS=${BIAPY_TOOLS:-../shared/tools/biapy_check}
 VENV=${BIAPY_VENV:-.venvs/biapy}
@@ -20,4 +23,5 @@ if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c \
     echo "[biapy] building $VENV"
     { bash "$TOOLS/setup_venv.sh" "$VENV" 2>&1; } | { grep -v "is ignored: it is neither" || true; }
 fi
+[ "$SETUP_ONLY" = 1 ] && exit 0
 "$VENV/bin/python" "$TOOLS/check_biapy.py" "$RDF" --compare

@@ -243,6 +243,21 @@ def test_wrong_checkpoint_is_refused(tmp_path, capsys):
     assert not (tmp_path / "o" / "rdf.yaml").exists()
 
 
+def test_validation_section_reads_the_evaluation_report(tmp_path):
+    import json
+
+    from rosette_bmz.export import _validation_section
+
+    ckpt = tmp_path / "weights.pt"
+    assert _validation_section(ckpt).startswith("Not evaluated")
+    table = "| metric | Model | Baseline |\n|---|---|---|\n| Event recall | 91.0 % | 99.0 % |"
+    (tmp_path / "weights.eval.json").write_text(json.dumps({"table_markdown": table, "data": "/x/synth_val"}))
+    section = _validation_section(ckpt)
+    assert table in section and "synth_val" in section and "Not evaluated" not in section
+    (tmp_path / "weights.eval.json").write_text("{broken")
+    assert _validation_section(ckpt).startswith("Not evaluated")
+
+
 # ----------------------------------------------------------------------------- variants (bioimageio-tested)
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["outlines", "labels"])
