@@ -93,6 +93,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "outline / label image turned into the 2 channels inside the graph")
     p.add_argument("--skip-test", action="store_true",
                    help="do not run bioimageio.core's test_model (not recommended)")
+    p.add_argument("--author", action="append", default=None, metavar="NAME",
+                   help="author of the weights for the rdf (repeat for several; default: rosette-bmz developers)")
+    p.add_argument("--name", default=None, help="model name for the rdf (default: the rosette detector's)")
 
 
 def build_parser() -> argparse.ArgumentParser:

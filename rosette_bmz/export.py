@@ -628,8 +628,10 @@ def _run_bioimageio_test(rdf: Path) -> None:
 # ----------------------------------------------------------------------------- CLI
 def export_cli(args: argparse.Namespace) -> int:
     """``rosette-bmz export`` / ``python -m rosette_bmz.export``."""
+    authors = [{"name": a.strip()} for a in (getattr(args, "author", None) or []) if a.strip()] or None
     rdf = export_package(args.checkpoint, args.out, force=args.force, zip_path=args.zip,
-                         input_kind=args.input_kind, run_test=not args.skip_test)
+                         input_kind=args.input_kind, run_test=not args.skip_test,
+                         name=getattr(args, "name", None), authors=authors)
     print(f"wrote {rdf} and {rdf.parent / PACKAGE_DIR}/" + (f" and {args.zip}" if args.zip else ""))
     if args.skip_test:
         print("warning: bioimageio.core test_model was skipped")

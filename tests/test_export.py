@@ -243,6 +243,17 @@ def test_wrong_checkpoint_is_refused(tmp_path, capsys):
     assert not (tmp_path / "o" / "rdf.yaml").exists()
 
 
+def test_cli_export_with_author_and_name(tiny_ckpt, tmp_path, capsys):
+    from rosette_bmz.cli import main
+
+    assert main(["export", "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--skip-test",
+                 "--author", "A. Person", "--author", "B. Person", "--name", "My rosette model"]) == 0
+    assert "rdf.yaml" in capsys.readouterr().out
+    rdf = _rdf(tmp_path / "rdf.yaml")
+    assert rdf["authors"] == [{"name": "A. Person"}, {"name": "B. Person"}] and rdf["name"] == "My rosette model"
+    validate_rdf(tmp_path / "rdf.yaml")
+
+
 def test_validation_section_reads_the_evaluation_report(tmp_path):
     import json
 
