@@ -77,6 +77,7 @@ class ModelSource:
     halo: int = DEFAULT_HALO
     in_channels: int = 2
     pad_mode: str | None = None                # border padding the rdf declares (bioimageio.core's)
+    width: int | None = None                   # base_channels of the AttentionUNet, when known
 
     @property
     def name(self) -> str:
@@ -143,7 +144,12 @@ def resolve_model(model: Any) -> ModelSource:
         if not isinstance(rdf, dict) or rdf.get("type") != "model":
             raise ModelError(f"{path}: not a bioimage.io model rdf (type: {rdf.get('type') if isinstance(rdf, dict) else None})")
         halo, channels, pad = _rdf_halo_and_channels(rdf, path)
-        return ModelSource("rdf", path=path.resolve(), rdf=rdf, halo=halo, in_channels=channels, pad_mode=pad)
+        try:
+            width = int(rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["base_channels"])
+        except (KeyError, TypeError, ValueError):
+            width = None
+        return ModelSource("rdf", path=path.resolve(), rdf=rdf, halo=halo, in_channels=channels, pad_mode=pad,
+                           width=width)
     if path.suffix.lower() in _CHECKPOINT_SUFFIXES:
         return ModelSource("checkpoint", path=path)
     raise ModelError(f"{path}: unknown model file type {path.suffix or '(none)'}; give an rdf.yaml or a "
@@ -155,10 +161,13 @@ def _load_torch_module(src: ModelSource):
     from .checkpoint import load_checkpoint
 
     if src.kind == "module":
-        return src.module.eval()
-    if src.kind == "checkpoint":
-        return load_checkpoint(src.path).model
-    return load_checkpoint(src.weight_path("pytorch_state_dict")).model
+        module = src.module.eval()
+    elif src.kind == "checkpoint":
+        module = load_checkpoint(src.path).model
+    else:
+        module = load_checkpoint(src.weight_path("pytorch_state_dict")).model
+    src.width = int(getattr(module, "base_channels", 0)) or src.width
+    return module
 
 
 def _converted(src: ModelSource, fmt: str, tmpdir: Path) -> Path:

@@ -49,25 +49,33 @@ from .inputs import INPUT_KINDS, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODES", "DEFAULT_TILE", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "STREAM_PIXELS", "Predictor",
+__all__ = ["MODES", "DEFAULT_TILE", "DEFAULT_CONTEXT", "DEFAULT_PAD", "ACTIVATION_BUDGET", "default_tile", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "STREAM_PIXELS", "Predictor",
            "FileResult", "load_predictor", "predict", "predict_files", "predict_cli", "halo_plan",
            "published_plan", "collect_inputs", "mirror_index", "ModelError", "PAD_MODES"]
 
 MODES: tuple[str, ...] = ("halo", "published")
 #: How halo mode pads the image border (numpy ``np.pad`` modes).
 PAD_MODES: tuple[str, ...] = ("constant", "symmetric", "reflect")
-#: Pad mode for checkpoints / modules (packages declare theirs in the rdf).
-DEFAULT_PAD = "constant"
+#: Pad mode at the image border: bioimageio.core's default, and the closest of the modes to a
+#: prediction with real context beyond the border (docs/tiling.md).
+DEFAULT_PAD = "symmetric"
 
-#: Largest tile side in halo mode (pixels): a 1024^2 image plus its 64 px border is one tile.
-DEFAULT_TILE = 1152
+#: Largest tile side in halo mode for the published width (base 64); narrower models get
+#: larger tiles from the same activation-memory budget (:func:`default_tile`).
+DEFAULT_TILE = 880
+#: onnxruntime's peak activation memory for one forward pass is about this many bytes per
+#: pixel per unit of model width (measured: base 16, 1024^2 tile -> +530 MB).
+_BYTES_PER_PX_PER_WIDTH = 32
+#: Activation memory one forward pass may use (tile side and batch follow from it).
+ACTIVATION_BUDGET = 3 * 2**29   # 1.5 GiB
+#: Context cropped from every tile side in halo mode: tiles agree with a whole-image pass
+#: within 1e-3 only with more context than the package's 64 px halo (docs/tiling.md).
+DEFAULT_CONTEXT = 112
 #: The published window and overlap.
 PUBLISHED_WINDOW = 512
 PUBLISHED_OVERLAP = 128
 #: Images with more pixels than this are streamed from disk (memory O(tile)).
 STREAM_PIXELS = 4096 * 4096
-#: Tile pixels per forward pass (batch x tile^2) per unit of model width; see _default_batch.
-_BATCH_PIXEL_BUDGET = 16 * 1024 * 1024
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".npy", ".png")
 OUTPUT_SUFFIXES = ("_prob.tif", "_rosettes.tif", "_rosettes.csv", "_overlay.png")
@@ -86,6 +94,8 @@ class Predictor:
     pad_mode: str = DEFAULT_PAD
     #: largest tile side in halo mode
     tile: int = DEFAULT_TILE
+    #: context cropped from each tile side in halo mode (>= halo; see docs/tiling.md)
+    context: int = DEFAULT_CONTEXT
 
     @property
     def kind(self) -> str:
@@ -105,24 +115,17 @@ class Predictor:
         self.close()
 
 
-def _base_channels(src, backend: TileBackend) -> int:
-    module = getattr(backend, "module", None)
-    if module is not None and hasattr(module, "base_channels"):
-        return int(module.base_channels)
+def _base_channels(src) -> int:
+    """Model width (base_channels) if known, else 64 (the published width: the safe assumption)."""
+    if src.width:
+        return int(src.width)
     if src.kind == "module" and hasattr(src.module, "base_channels"):
         return int(src.module.base_channels)
-    try:
-        kwargs = src.rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
-        return int(kwargs["base_channels"])
-    except (KeyError, TypeError, ValueError):
-        pass
-    if src.kind == "checkpoint" and hasattr(backend, "session"):
-        return 64  # converted on the fly; width unknown without torch state, assume the largest
     return 64
 
 
 def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None, *,
-                   pad: str | None = None, tile: int | None = None,
+                   pad: str | None = None, tile: int | None = None, context: int | None = None,
                    session_options: dict | None = None, weight_format: str | None = None,
                    blocksize_parameter: int | None = None) -> Predictor:
     """Load ``model`` (rdf.yaml / package folder / checkpoint / nn.Module) for ``backend``.
@@ -131,7 +134,9 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     ``pad``: border padding of halo mode; default: what the rdf declares for its input
     (``inputs[0].pad``; bioimageio.core's default ``symmetric`` when it declares none) so
     that every backend agrees with bioimageio.core, ``constant`` (zeros) for checkpoints.
-    ``tile``: largest tile side in halo mode (default :data:`DEFAULT_TILE`).
+    ``tile``: largest tile side in halo mode (default from the model width and
+    :data:`ACTIVATION_BUDGET`: 880 px at base 64, 1760 at base 16, at most 2048).
+    ``context``: pixels cropped from each inner tile side (default :data:`DEFAULT_CONTEXT`).
     ``session_options``: extra onnxruntime ``SessionOptions`` attributes or config entries.
     ``weight_format`` / ``blocksize_parameter``: for the ``bioimageio`` backend only.
     """
@@ -152,8 +157,9 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     pad = pad or be.source.pad_mode or DEFAULT_PAD
     if pad not in PAD_MODES:
         raise ModelError(f"unknown pad mode {pad!r}; choose one of {', '.join(PAD_MODES)}")
-    pred = Predictor(backend=be, halo=be.source.halo, base_channels=_base_channels(be.source, be), name=src.name,
-                     pad_mode=pad, tile=tile or DEFAULT_TILE)
+    width = _base_channels(be.source)
+    pred = Predictor(backend=be, halo=be.source.halo, base_channels=width, name=src.name, pad_mode=pad,
+                     tile=tile or default_tile(width), context=max(context or DEFAULT_CONTEXT, be.source.halo))
     log.info("predictor: %s backend on %s (halo %d, width %d, %d threads)", be.name, src.name, pred.halo,
              pred.base_channels, be.threads)
     return pred
@@ -308,10 +314,16 @@ class _RawSource(_Source):
 
 
 # ----------------------------------------------------------------------------- engine
+def default_tile(base_channels: int) -> int:
+    """Largest tile side (multiple of 16, 512..2048) whose forward pass fits ACTIVATION_BUDGET."""
+    side = math.sqrt(ACTIVATION_BUDGET / (_BYTES_PER_PX_PER_WIDTH * max(1, base_channels)))
+    return int(min(2048, max(512, int(side) // DIVISOR * DIVISOR)))
+
+
 def _default_batch(tile_pixels: int, base_channels: int, n_tiles: int) -> int:
-    """Tiles per forward pass: keep batch x tile pixels x width about constant (memory)."""
-    budget = _BATCH_PIXEL_BUDGET * 16 // max(16, base_channels)
-    return int(max(1, min(n_tiles, budget // max(1, tile_pixels))))
+    """Tiles per forward pass: as many as fit ACTIVATION_BUDGET (at least 1)."""
+    per_tile = _BYTES_PER_PX_PER_WIDTH * max(1, base_channels) * tile_pixels
+    return int(max(1, min(n_tiles, ACTIVATION_BUDGET // per_tile)))
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -367,8 +379,8 @@ def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int 
     if mode == "halo":
         P = predictor.halo
         t = tile or predictor.tile
-        py = halo_plan(H + 2 * P, t, predictor.halo)
-        px = halo_plan(W + 2 * P, t, predictor.halo)
+        py = halo_plan(H + 2 * P, t, predictor.context)
+        px = halo_plan(W + 2 * P, t, predictor.context)
         core_of_y = dict(zip(py.starts, py.cores))
         core_of_x = dict(zip(px.starts, px.cores))
 

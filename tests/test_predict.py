@@ -65,7 +65,7 @@ def synth_images():
     return out
 
 
-def _whole(model, x, pad=64, mode="constant"):
+def _whole(model, x, pad=64, mode="symmetric"):
     """Reference: one eager forward pass over the image padded by ``pad`` (+ to a multiple of 16)."""
     import torch
 
@@ -139,7 +139,7 @@ def test_mirror_index_matches_numpy_pad(mode):
 
 
 # ----------------------------------------------------------------------------- stitching vs references
-@pytest.mark.parametrize("shape,tile", [((250, 270), 192), ((70, 45), 160), ((600, 130), 256)])
+@pytest.mark.parametrize("shape,tile", [((250, 270), 320), ((70, 45), 240), ((600, 130), 512)])
 def test_halo_mode_equals_whole_image_pass(tiny_model, torch_pred, synth_images, shape, tile):
     x = from_outlines(synth_images[shape].outlines)
     got = predict(x, torch_pred, mode="halo", tile=tile)
@@ -149,15 +149,16 @@ def test_halo_mode_equals_whole_image_pass(tiny_model, torch_pred, synth_images,
     # pass (16 px grid, flush with the padded edge), so the whole image agrees to float noise
     assert np.abs(got - ref).max() < 1e-5
     # the whole image really was tiled (several tiles along the long axis)
-    assert len(halo_plan(max(shape) + 128, tile).starts) > 1 or max(shape) + 128 <= tile
+    assert len(halo_plan(max(shape) + 128, tile, torch_pred.context).starts) > 1 or max(shape) + 128 <= tile
 
 
-def test_halo_mode_symmetric_padding_equals_whole_image_pass(tiny_model, torch_pred, synth_images):
+@pytest.mark.parametrize("pad", ["constant", "reflect"])
+def test_halo_mode_other_padding_equals_whole_image_pass(tiny_model, torch_pred, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
-    got = predict(x, torch_pred, tile=256, pad="symmetric")
-    assert np.abs(got - _whole(tiny_model, x, mode="symmetric")).max() < 1e-5
+    got = predict(x, torch_pred, tile=320, pad=pad)
+    assert np.abs(got - _whole(tiny_model, x, mode=pad)).max() < 1e-5
     # and the pad mode matters at the border (so the comparison above can fail)
-    assert np.abs(got - _whole(tiny_model, x, mode="constant")).max() > 1e-4
+    assert np.abs(got - _whole(tiny_model, x, mode="symmetric")).max() > 1e-4
 
 
 @pytest.mark.parametrize("shape", [(250, 270), (600, 130)])
@@ -171,8 +172,8 @@ def test_published_mode_equals_reference_sliding_window(tiny_model, torch_pred, 
 
 def test_batch_size_does_not_change_the_result(torch_pred, synth_images):
     x = from_outlines(synth_images[(70, 45)].outlines)
-    a = predict(x, torch_pred, tile=160, batch=1)
-    b = predict(x, torch_pred, tile=160, batch=3)
+    a = predict(x, torch_pred, tile=240, batch=1)
+    b = predict(x, torch_pred, tile=240, batch=3)
     assert np.abs(a - b).max() < 1e-6
 
 
@@ -303,7 +304,7 @@ def test_streamed_large_image_equals_in_memory(onnx_pred, synth_images, tmp_path
     np.save(tmp_path / "img2.npy", data)
     small = predict_files([tmp_path / "img.tif"], onnx_pred, "onnx", kind, tmp_path / "mem")
     big = predict_files([tmp_path / "img.tif", tmp_path / "img2.npy"], onnx_pred, "onnx", kind, tmp_path / "stream",
-                        stream_pixels=10_000, tile=160)
+                        stream_pixels=10_000, tile=256)
     assert small[0].ok and not small[0].streamed
     assert all(r.ok and r.streamed for r in big), big
     ref = tifffile.imread(tmp_path / "mem" / "img_prob.tif")
@@ -404,5 +405,13 @@ def test_cli_missing_model_is_one_line_exit_2(tmp_path, capsys):
     assert rc == 2 and err.startswith("error:") and "missing.yaml" in err and len(err.splitlines()) == 1
 
 
-def test_default_tile_holds_a_1024_image_with_its_border():
-    assert halo_plan(1024 + 2 * 64, DEFAULT_TILE).starts == (0,)
+def test_default_tile_follows_the_model_width(tiny_ckpt, package):
+    from rosette_bmz.predict import DEFAULT_CONTEXT, default_tile
+
+    assert default_tile(64) == DEFAULT_TILE == 880
+    assert default_tile(16) == 1760 and default_tile(4) == 2048
+    assert halo_plan(1024 + 2 * 64, default_tile(16), DEFAULT_CONTEXT).starts == (0,)   # 1024^2 demo: one pass
+    for model in (tiny_ckpt, package):
+        with load_predictor(model, "onnx", threads=1) as pred:
+            assert pred.base_channels == 4 and pred.tile == 2048 and pred.pad_mode == "symmetric"
+            assert pred.halo == 64 and pred.context == DEFAULT_CONTEXT
