@@ -149,9 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--mode", default="halo", choices=("halo", "published"),
                    help="stitching: 'halo' (fast, default) or 'published' (512 window, 128 overlap, averaging)")
-    p.add_argument("--tile", type=int, default=None, help="tile size in pixels (multiple of 16)")
-    p.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime / torch intra-op threads")
+    p.add_argument("--tile", type=int, default=None,
+                   help="largest tile side in halo mode (multiple of 16; default from the model width)")
+    p.add_argument("--batch", type=int, default=None, help="tiles per forward pass (default: what fits 1.5 GiB)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime / torch intra-op threads (default: all cores)")
+    p.add_argument("--pad", default=None, choices=("symmetric", "reflect", "constant"),
+                   help="image-border padding in halo mode (default: the package's, else symmetric)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for proposals")
     p.add_argument("--min-size", type=int, default=10, help="drop proposals smaller than this (pixels)")
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")

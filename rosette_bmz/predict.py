@@ -3,16 +3,19 @@
 Two stitching modes (see docs/tiling.md for the measured differences):
 
 ``halo`` (default)
-    The image is padded with zeros at the bottom/right to a multiple of 16 (``Hp x Wp``).
-    It is cut into as few tiles as fit the maximum tile size (``tile``, default
-    :data:`DEFAULT_TILE`), all of one size ``T`` (a multiple of 16) so they can be
-    batched. Each tile keeps only its *core*; at least ``halo`` pixels (64, the package's
-    declared output halo) of context are cropped away on every side that is not the image
-    edge. Tiles start on the 16-pixel grid of the whole image and are shifted inwards at
-    the border (never beyond the padded image), so pooling windows line up with those of a
-    whole-image pass and a tile that touches the image edge sees exactly the image edge
-    the whole-image pass sees. Output = whole-image prediction of the zero-padded image
-    within 1e-3 everywhere (measured), cropped back exactly to ``H x W``.
+    The image is padded by the package's halo (64 px) on every side, symmetrically
+    (``np.pad(mode="symmetric")``, what bioimageio.core does at the image border), and
+    further at the bottom/right to a multiple of 16. The padded image is cut into as few
+    tiles as fit the maximum tile side (``tile``; from the model width, 880 px at base 64,
+    1760 px at base 16), all of one size (a multiple of 16) so they can be batched. Each
+    tile keeps only its *core*: ``context`` pixels (112) are cropped away on every side
+    that is not the padded image's edge. Tiles start on the 16-pixel grid and are shifted
+    inwards at the far edge (never beyond the padded image), so the pooling windows line
+    up with those of one whole-image pass and a tile at the edge sees what the whole-image
+    pass sees there. 112 px is more than the network's receptive field reaches (about
+    100 px), so the result equals one forward pass over the whole padded image (measured:
+    max |diff| 0 to 1e-7), cropped back exactly to ``H x W``. With only the declared 64 px
+    the difference is up to 3e-3 (docs/tiling.md).
 
 ``published``
     The published inference: 512 x 512 windows with 128 px overlap (stride 384), overlaps
@@ -21,13 +24,16 @@ Two stitching modes (see docs/tiling.md for the measured differences):
     the far edge (start ``L - 512``). An axis shorter than 512 is zero-padded at the
     bottom/right to 512 (one window) and cropped back.
 
-Zero padding means "no cells there" for binary outline channels, the same thing the
-network sees beyond the image edge (see docs/tiling.md for reflect padding's numbers).
+Border padding (``pad``): ``symmetric`` (default; bioimageio.core's default, and of the
+modes the closest to a prediction that sees real tissue beyond the border), ``reflect``
+or ``constant`` (zeros: "no cells there"). A package that declares ``inputs[0].pad`` in
+its rdf gets that mode, so all four backends agree with bioimageio.core.
 
 Images read from disk by :func:`predict_files` are streamed when larger than
-``stream_pixels``: the file is memory-mapped (NPY, uncompressed TIFF), the 2-channel
-input is built per tile from the tile's region plus a 1-2 px margin, and the probability
-TIFF is written into a memory-mapped output file; only a few tiles are in memory at once.
+``stream_pixels`` (default 4096^2): the file is memory-mapped (NPY, uncompressed TIFF),
+the 2-channel input is built per tile from the tile's region plus a 1-2 px margin, and
+the probability TIFF is written into a memory-mapped output file, so only the tiles of
+one batch are in memory. Compressed TIFFs and PNGs are read whole.
 """
 
 from __future__ import annotations
@@ -719,7 +725,7 @@ def predict_cli(args: Any) -> int:
     """``rosette-bmz predict``: prints one line per failed file and a summary."""
     from tqdm.auto import tqdm
 
-    predictor = load_predictor(args.model, args.backend, args.threads)
+    predictor = load_predictor(args.model, args.backend, args.threads, pad=getattr(args, "pad", None))
 
     def report(r: FileResult) -> None:
         if not r.ok:
