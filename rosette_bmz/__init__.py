@@ -26,7 +26,8 @@ _LAZY = {
     "generate": "synth", "write_dataset": "synth", "load_dataset": "synth", "SynthImage": "synth",
     "SynthError": "synth",
     "export_package": "export",
-    "predict": "predict", "predict_files": "predict",
+    "predict": "predict", "predict_files": "predict", "load_predictor": "predict",
+    "find_proposals": "proposals",
     # evaluation: model-card metrics, classical baseline
     "evaluate_dataset": "evaluate", "load_eval_dataset": "evaluate", "EvaluationError": "evaluate",
     "MetricsAccumulator": "metrics", "detect_rosettes": "baseline",
