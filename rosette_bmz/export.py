@@ -116,6 +116,17 @@ for _v in _VARIANTS.values():
     assert len(_v.description) <= 128, _v.description
 
 
+_BIAPY_NOTE = {
+    "outlines": (" BiaPy ignores `ensure_dtype` and z-scores the image itself; that keeps every line "
+                 "pixel above zero and the background below, so the output is unchanged (measured: "
+                 "identical)."),
+    "labels": (" **Not for BiaPy:** BiaPy ignores `ensure_dtype` and z-scores the image itself, which "
+               "moves every label below the mean label number below zero, so those cells lose their "
+               "outlines and the output is wrong. In BiaPy use the 2-channel or the outlines package; "
+               "bioimageio.core, ilastik and deepImageJ apply the declared preprocessing exactly."),
+}
+
+
 def repo_root() -> Path:
     """The source checkout that holds this package (default output folder)."""
     return Path(__file__).resolve().parents[1]
@@ -556,7 +567,7 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
                 "identity (up to 1e-6), and declaring it stops BiaPy from adding a z-score normalisation "
                 "of its own. Do not normalise the input yourself." if variant.kind == "channels" else
                 ": the values are only cast to float32 (an 8/16-bit image can be given as is); no "
-                "normalisation. Do not normalise the input yourself."),
+                "normalisation. Do not normalise the input yourself." + _BIAPY_NOTE.get(variant.kind, "")),
             "validation": _validation_section(checkpoint),
             "version": _package_version(),
             "checkpoint_name": checkpoint.name,
