@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
@@ -72,6 +73,8 @@ AGREEMENT_TOL = 1e-4
 REPRODUCIBILITY = {"absolute_tolerance": 1e-4, "relative_tolerance": 1e-3, "mismatched_elements_per_million": 0}
 #: Used as the rdf timestamp when neither the checkpoint sidecar nor SOURCE_DATE_EPOCH gives one.
 DEFAULT_TIMESTAMP = "2026-01-01T00:00:00Z"
+#: Covers must stay below 500 KB (BioImage Model Zoo guideline); RGB PNGs above this are palettised.
+COVER_MAX_BYTES = 400_000
 MODEL_CARD_URL = "https://huggingface.co/NoahBruderer/nematostella_rosette_detection"
 OKTAY_DOI = "10.48550/arXiv.1804.03999"
 INPUT_KINDS = ("channels", "outlines", "labels")
@@ -329,8 +332,13 @@ def _render_cover(channels: np.ndarray, prob: np.ndarray, path: Path) -> Path:
     img = np.concatenate([left, sep, right], axis=1)
     h = thin.shape[0]
     pil = Image.fromarray(img).resize((2 * h, h), Image.Resampling.LANCZOS)
-    pil = pil.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    pil.save(path, format="PNG", optimize=True)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=True)
+    if buf.tell() > COVER_MAX_BYTES:  # busy images: a 256-colour palette keeps the cover small
+        buf = io.BytesIO()
+        pil.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            buf, format="PNG", optimize=True)
+    path.write_bytes(buf.getvalue())
     return path
 
 
