@@ -98,8 +98,8 @@ class ModelSource:
         return path
 
 
-def _rdf_halo_and_channels(rdf: dict, path: Path) -> tuple[int, int, str]:
-    halo, channels, pad = DEFAULT_HALO, 2, "symmetric"   # bioimageio.core pads symmetric by default
+def _rdf_halo_and_channels(rdf: dict, path: Path) -> tuple[int, int, str | None]:
+    halo, channels, pad = DEFAULT_HALO, 2, None   # None: not declared (bioimageio.core then pads symmetric)
     try:
         outputs = rdf.get("outputs") or []
         halos = [int(ax.get("halo", 0)) for out in outputs for ax in (out.get("axes") or [])
@@ -355,23 +355,28 @@ class BioimageioBackend(TileBackend):
                 sizes[str(ax.id)] = int(size.min) + n * int(size.step)
         return sizes
 
-    def predict_image(self, x: np.ndarray) -> np.ndarray:
+    def predict_image(self, x: np.ndarray, pad: str | None = None) -> np.ndarray:
         """(C, H, W) float32 of any size -> (H, W) float32, blocked by bioimageio.core.
 
-        bioimageio.core pads the image border by the declared halo with the rdf's pad mode
-        and needs the image to be at least one block: smaller images are first padded (same
+        bioimageio.core pads the image border by the declared halo, with ``pad`` (numpy
+        mode name; default the rdf's declaration, else bioimageio.core's ``symmetric``), and
+        needs the image to be at least one block: smaller images are first padded (same
         mode) at the bottom/right to one block and cropped back.
         """
         from bioimageio.core import Tensor
         from bioimageio.core.digest_spec import create_sample_for_model
+        from bioimageio.spec.model.v0_5 import ConstantPadding
 
+        mode = pad or self.source.pad_mode or "symmetric"
+        # a string "constant" would make xarray pad with NaN: zeros need the descr object
+        self.pipeline.pad_mode = {k: (ConstantPadding(value=0) if mode == "constant" else mode)
+                                  for k in self.pipeline.pad_mode}
         C, H, W = x.shape
         block = self._block_size()
         by, bx = block.get("y", H), block.get("x", W)
         if H < by or W < bx:
-            mode = self.source.pad_mode or "symmetric"
             widths = ((0, 0), (0, max(0, by - H)), (0, max(0, bx - W)))
-            x = np.pad(x, widths, mode=mode) if mode != "constant" else np.pad(x, widths)
+            x = np.pad(x, widths, mode=mode)
         arr = x[None] if self._input_axes[0] == "batch" else x
         tensor = Tensor.from_numpy(np.ascontiguousarray(arr, dtype=np.float32), dims=tuple(self._input_axes))
         ns = {(self._input_id, a): int((size - self._mins[a]) // self._steps[a]) for a, size in block.items()}

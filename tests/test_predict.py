@@ -65,7 +65,7 @@ def synth_images():
     return out
 
 
-def _whole(model, x, pad=64, mode="symmetric"):
+def _whole(model, x, pad=64, mode="constant"):
     """Reference: one eager forward pass over the image padded by ``pad`` (+ to a multiple of 16)."""
     import torch
 
@@ -152,13 +152,13 @@ def test_halo_mode_equals_whole_image_pass(tiny_model, torch_pred, synth_images,
     assert len(halo_plan(max(shape) + 128, tile, torch_pred.context).starts) > 1 or max(shape) + 128 <= tile
 
 
-@pytest.mark.parametrize("pad", ["constant", "reflect"])
+@pytest.mark.parametrize("pad", ["symmetric", "reflect"])
 def test_halo_mode_other_padding_equals_whole_image_pass(tiny_model, torch_pred, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
     got = predict(x, torch_pred, tile=320, pad=pad)
     assert np.abs(got - _whole(tiny_model, x, mode=pad)).max() < 1e-5
     # and the pad mode matters at the border (so the comparison above can fail)
-    assert np.abs(got - _whole(tiny_model, x, mode="symmetric")).max() > 1e-4
+    assert np.abs(got - _whole(tiny_model, x, mode="constant")).max() > 1e-4
 
 
 @pytest.mark.parametrize("shape", [(250, 270), (600, 130)])
@@ -187,15 +187,19 @@ def test_predict_rejects_bad_arrays(torch_pred):
 
 
 # ----------------------------------------------------------------------------- backends
-def test_four_backends_agree_on_an_exported_package(package, synth_images):
+@pytest.mark.parametrize("pad", ["constant", "symmetric"])
+def test_four_backends_agree_on_an_exported_package(package, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
     out = {}
     for backend in ("onnx", "torch", "torchscript", "bioimageio"):
-        with load_predictor(package, backend, threads=2) as pred:
+        with load_predictor(package, backend, threads=2, pad=pad) as pred:
             out[backend] = predict(x, pred)
     for backend, p in out.items():
         assert p.shape == x.shape[1:]
-        assert np.abs(p - out["torch"]).max() < 1e-3, backend
+        assert np.abs(p - out["torch"]).max() < 1e-3, backend      # the spec
+        # measured ~1e-7; the tiny model's outputs for zero vs mirrored border differ by ~3e-4,
+        # so this also proves every backend (bioimageio.core included) padded the same way
+        assert np.abs(p - out["torch"]).max() < 1e-5, backend
     assert out["torch"].std() > 0  # not a constant output
 
 
@@ -413,5 +417,5 @@ def test_default_tile_follows_the_model_width(tiny_ckpt, package):
     assert halo_plan(1024 + 2 * 64, default_tile(16), DEFAULT_CONTEXT).starts == (0,)   # 1024^2 demo: one pass
     for model in (tiny_ckpt, package):
         with load_predictor(model, "onnx", threads=1) as pred:
-            assert pred.base_channels == 4 and pred.tile == 2048 and pred.pad_mode == "symmetric"
+            assert pred.base_channels == 4 and pred.tile == 2048 and pred.pad_mode == "constant"
             assert pred.halo == 64 and pred.context == DEFAULT_CONTEXT
