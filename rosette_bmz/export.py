@@ -488,6 +488,15 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
     model = model.eval()
     n_params = sum(p.numel() for p in model.parameters())
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=7 if run_test else 6, desc=f"export {checkpoint.name}", unit="step", disable=None)
+
+    def step(what: str) -> None:
+        bar.set_postfix_str(what)
+        bar.update(1)
+
+    bar.set_postfix_str("test image")
     data = build_test_data(input_kind, seed=test_seed)
     log.info("test image: seed %d, %d rosettes, input %s", data.seed, data.n_rosettes, data.model_input.shape)
     test_output = run_eager(model, data.model_input).astype(np.float32)
@@ -516,12 +525,15 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
             "cover": pkg / "cover.png",
             "readme": pkg / "README.md",
         }
+        step("TorchScript")
         files["state_dict"].write_bytes(save_state_dict_bytes(state))
         shutil.copyfile(Path(arch.__file__), files["architecture"])
         to_torchscript_reproducible(variant.callable, arch_kwargs, files["state_dict"], files["torchscript"],
                                     tuple(data.model_input.shape))
+        step("ONNX")
         with torch.no_grad():
             to_onnx(model, files["onnx"], torch.zeros(data.model_input.shape, dtype=torch.float32))
+        step("agreement")
         try:
             diffs = check_agreement(model, data.model_input, torchscript=files["torchscript"],
                                     onnx=files["onnx"], tol=AGREEMENT_TOL)
@@ -531,6 +543,7 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
 
         import tifffile
 
+        step("files")
         np.save(files["test_input"], data.model_input, allow_pickle=False)
         np.save(files["test_output"], test_output, allow_pickle=False)
         tifffile.imwrite(files["sample_input"], data.model_input[0], photometric="minisblack", compression="zlib")
@@ -601,8 +614,10 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
         rdf_tmp = write_rdf_yaml(rdf, build / "rdf.yaml")
         for f in [rdf_tmp, *pkg.iterdir()]:
             f.chmod(0o644)
+        step("validation")
         validate_rdf(rdf_tmp)
         if run_test:
+            step("bioimageio.core test_model")
             _run_bioimageio_test(rdf_tmp)
 
         target_rdf, target_pkg = out_dir / "rdf.yaml", out_dir / PACKAGE_DIR
@@ -613,7 +628,9 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
             os.replace(target_pkg, old / PACKAGE_DIR)
         os.replace(pkg, target_pkg)
         os.replace(rdf_tmp, target_rdf)
+        step("done")
     finally:
+        bar.close()
         shutil.rmtree(build, ignore_errors=True)
     if zip_path is not None:
         _write_zip(target_rdf, zip_path)
