@@ -5,14 +5,17 @@
 
 On one synthetic outline image (rosette_bmz.synth, fixed seed) with the onnx backend:
 
-1. halo mode at several maximum tile sizes vs one whole-image pass over the same padded
-   image (zero padding, 64 px border): max |diff| over the image and > 64 px from its edge;
+1. halo mode vs one whole-image pass over the same padded image (zero padding, 64 px
+   border): at tile 768 for several tile contexts, then at the default context for several
+   maximum tile sizes (and bioimageio.core's own blocking if ``--package`` is given): max
+   |diff| over the image and > 64 px from its edge;
 2. published mode (512 window, 128 overlap, averaging) vs the whole-image pass: max / mean
    |diff|, and how many proposals (threshold 0.5, >= 10 px) the two share;
 3. border padding: a 512 crop from the middle of the image predicted with zero, symmetric
    and reflect padding, and with none (the network's own zero padding at the crop edge),
    each compared with the prediction of the full image on those pixels (the truth, with
-   real context), in bands by distance from the crop edge;
+   real context), in bands by distance from the crop edge; and the number of proposals
+   within 32 px of the border for each pad mode;
 4. onnx seconds per image for halo-mode tile sizes (in-process, session reused, median of
    ``--repeats``; the machine is shared, so compare within one run only).
 """
@@ -56,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--tiles", default="256,384,512,768,1152")
+    ap.add_argument("--contexts", default="64,80,96,112")
+    ap.add_argument("--package", default=None, help="rdf.yaml of the same weights: also measure bioimageio.core")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", required=True)
@@ -65,17 +70,31 @@ def main(argv=None) -> int:
 
     s = generate(args.size, seed=args.seed)
     x = from_outlines(s.outlines)
-    pred = load_predictor(args.checkpoint, "onnx", threads=args.threads, pad="constant")
+    pred = load_predictor(args.checkpoint, "onnx", threads=args.threads)
     big = args.size + 2 * pred.halo + 16
-    whole = predict(x, pred, tile=big)
+    whole = predict(x, pred, tile=big)   # one tile = one whole-image pass over the padded image
     res: dict = {"checkpoint": str(args.checkpoint), "base_channels": pred.base_channels, "size": args.size,
                  "seed": args.seed, "halo": pred.halo, "machine": {"platform": platform.platform(),
                  "cpus": os.cpu_count(), "threads": pred.backend.threads}}
 
+    import dataclasses
+
+    res["context_vs_whole_tile768"] = {}
+    for c in [int(v) for v in args.contexts.split(",")]:
+        d = _diff(predict(x, dataclasses.replace(pred, context=c), tile=768), whole)
+        res["context_vs_whole_tile768"][c] = d
+        print("context", c, d, flush=True)
     res["halo_vs_whole"] = {}
     for t in [int(v) for v in args.tiles.split(",")]:
         res["halo_vs_whole"][t] = _diff(predict(x, pred, tile=t), whole)
         print("halo tile", t, res["halo_vs_whole"][t], flush=True)
+    if args.package:
+        with load_predictor(args.package, "bioimageio") as bio:
+            t0 = time.perf_counter()
+            b = predict(x, bio)
+            res["bioimageio_blocked_vs_whole"] = {**_diff(b, whole), "block": bio.backend._block_size(),
+                                                  "seconds": time.perf_counter() - t0}
+        print("bioimageio", res["bioimageio_blocked_vs_whole"], flush=True)
 
     pub = predict(x, pred, mode="published")
     res["published_vs_whole"] = {**_diff(pub, whole), "proposals": _shared_proposals(pub, whole)}
@@ -93,6 +112,24 @@ def main(argv=None) -> int:
         dist = np.minimum(np.minimum(yy, c - 1 - yy), np.minimum(xx, c - 1 - xx))
         return {f"{a}-{b}px": {"max": float(d[(dist >= a) & (dist < b)].max()),
                                "mean": float(d[(dist >= a) & (dist < b)].mean())} for a, b in bands}
+
+    def near_border(rows: list, h: int, w: int, d: int = 32) -> int:
+        return sum(1 for r in rows if min(r["centroid_y"], r["centroid_x"], h - 1 - r["centroid_y"],
+                                          w - 1 - r["centroid_x"]) < d)
+
+    res["proposals_by_pad_mode"] = {"ground_truth_rosettes": len(s.meta["rosettes"])}
+    for mode in ("constant", "symmetric", "reflect"):
+        _, rows = find_proposals(predict(x, pred, pad=mode))
+        res["proposals_by_pad_mode"][mode] = {"n": len(rows), "within_32px_of_border": near_border(
+            rows, args.size, args.size)}
+    _, rows = find_proposals(truth)
+    res["proposals_by_pad_mode"]["crop_with_context"] = {"n": len(rows), "within_32px_of_border": near_border(
+        rows, c, c)}
+    for mode in ("constant", "symmetric", "reflect"):
+        _, rows = find_proposals(predict(crop, pred, pad=mode))
+        res["proposals_by_pad_mode"][f"crop_{mode}"] = {"n": len(rows), "within_32px_of_border": near_border(
+            rows, c, c)}
+    print("proposals", res["proposals_by_pad_mode"], flush=True)
 
     res["border_padding_vs_context"] = {}
     for mode in ("constant", "symmetric", "reflect"):
