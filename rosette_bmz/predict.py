@@ -514,8 +514,13 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
     return unique, failed
 
 
-def _open_lazy(path: Path) -> Any:
-    """A memory-mapped view of an NPY or uncompressed TIFF, or None if it cannot be mapped."""
+def _open_lazy(path: Path, stream_pixels: int, scratch: Path) -> Any:
+    """A memory-mapped view of an NPY or TIFF, or None (then the file is read whole).
+
+    Uncompressed TIFFs are mapped directly. A compressed single-image TIFF larger than
+    ``stream_pixels`` is decoded strip by strip (or tile by tile) into the uncompressed
+    ``scratch`` file, which is then mapped: memory O(strip), disk O(image).
+    """
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -523,8 +528,26 @@ def _open_lazy(path: Path) -> Any:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            return tifffile.memmap(path, mode="r")
-    except Exception as exc:  # compressed / tiled TIFF, odd NPY: read it whole instead
+            try:
+                return tifffile.memmap(path, mode="r")
+            except ValueError:  # compressed or not contiguous
+                pass
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                if len(tf.pages) != 1 or len(page.shape) != 2 or page.shape[0] * page.shape[1] <= stream_pixels:
+                    return None
+                H, W = page.shape
+                out = np.lib.format.open_memmap(scratch, mode="w+", dtype=page.dtype, shape=(H, W))
+                for seg, idx, shape in page.segments():
+                    if seg is None:
+                        continue
+                    y, x = idx[-3], idx[-2]
+                    h, w = min(shape[-3], H - y), min(shape[-2], W - x)
+                    out[y:y + h, x:x + w] = np.asarray(seg).reshape(shape[-3], shape[-2])[:h, :w]
+                out.flush()
+                log.info("%s: compressed TIFF decoded into %s for streaming", path, scratch)
+                return out
+    except Exception as exc:  # odd NPY / TIFF: read it whole instead (errors are reported there)
         log.info("%s: cannot memory-map (%s); reading it whole", path, exc)
     return None
 
@@ -633,7 +656,9 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
     if overlay:
         finals["overlay"] = out_dir / f"{path.stem}_overlay.png"
     tmps = {k: _tmp_path(v) for k, v in finals.items()}
-    lazy = None if predictor.backend.whole_image else _open_lazy(path) if path.is_file() else None
+    scratch = _tmp_path(out_dir / f"{path.stem}_decoded.npy")
+    lazy = (None if predictor.backend.whole_image or not path.is_file()
+            else _open_lazy(path, stream_pixels, scratch))
     streamed = False
     try:
         x = None
@@ -666,7 +691,8 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
         return FileResult(path, True, outputs=dict(finals), n_proposals=len(rows), shape=(H, W) if streamed
                           else tuple(x.shape[-2:]), streamed=streamed, seconds=time.perf_counter() - t0)
     finally:
-        for tmp in tmps.values():
+        lazy = arr = source = None
+        for tmp in [*tmps.values(), scratch]:
             tmp.unlink(missing_ok=True)
 
 
