@@ -6,8 +6,8 @@ Two stitching modes (see docs/tiling.md for the measured differences):
     The image is padded by the package's halo (64 px) on every side, with zeros by default
     (see ``pad`` below; bioimageio.core pads the same way, by the halo, at the image
     border), and further at the bottom/right to a multiple of 16. The padded image is cut into as few
-    tiles as fit the maximum tile side (``tile``; from the model width, 880 px at base 64,
-    1760 px at base 16), all of one size (a multiple of 16) so they can be batched. Each
+    tiles as fit the maximum tile side (``tile``; from the model width, 720 px at base 64,
+    1440 px at base 16), all of one size (a multiple of 16) so they can be batched. Each
     tile keeps only its *core*: ``context`` pixels (112) are cropped away on every side
     that is not the padded image's edge. Tiles start on the 16-pixel grid and are shifted
     inwards at the far edge (never beyond the padded image), so the pooling windows line
@@ -71,12 +71,13 @@ DEFAULT_PAD = "constant"
 
 #: Largest tile side in halo mode for the published width (base 64); narrower models get
 #: larger tiles from the same activation-memory budget (:func:`default_tile`).
-DEFAULT_TILE = 880
+DEFAULT_TILE = 720
 #: onnxruntime's peak activation memory for one forward pass is about this many bytes per
 #: pixel per unit of model width (measured: base 16, 1024^2 tile -> +530 MB).
 _BYTES_PER_PX_PER_WIDTH = 32
-#: Activation memory one forward pass may use (tile side and batch follow from it).
-ACTIVATION_BUDGET = 3 * 2**29   # 1.5 GiB
+#: Activation memory one forward pass may use (tile side and batch follow from it); with
+#: it an 8192^2 image streams through the demo model in < 2 GB peak RSS.
+ACTIVATION_BUDGET = 2**30   # 1 GiB
 #: Context cropped from every tile side in halo mode: tiles agree with a whole-image pass
 #: within 1e-3 only with more context than the package's 64 px halo (docs/tiling.md).
 DEFAULT_CONTEXT = 112
@@ -144,7 +145,7 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     (``inputs[0].pad``), else :data:`DEFAULT_PAD` (zeros); the bioimageio backend is run
     with the same mode, so every backend agrees.
     ``tile``: largest tile side in halo mode (default from the model width and
-    :data:`ACTIVATION_BUDGET`: 880 px at base 64, 1760 at base 16, at most 2048).
+    :data:`ACTIVATION_BUDGET`: 720 px at base 64, 1440 at base 16, at most 2048).
     ``context``: pixels cropped from each inner tile side (default :data:`DEFAULT_CONTEXT`).
     ``session_options``: extra onnxruntime ``SessionOptions`` attributes or config entries.
     ``weight_format`` / ``blocksize_parameter``: for the ``bioimageio`` backend only.
@@ -350,7 +351,9 @@ def _bar(progress: bool | Any, total: int, desc: str):
 
 def _run_tiles(source: _Source, predictor: Predictor, py: AxisPlan, px: AxisPlan, batch: int | None,
                consume: Callable[[int, int, np.ndarray], None], progress: bool | Any, desc: str,
-               offset: int, pad: str) -> None:
+               offset: int, pad: str, out: Any = None) -> None:
+    from .proposals import release
+
     tiles = [(y, x) for y in py.starts for x in px.starts]
     n = min(batch, len(tiles)) if batch else _default_batch(py.size * px.size, predictor.base_channels, len(tiles))
     buf = np.zeros((n, source.channels, py.size, px.size), dtype=np.float32)
@@ -360,9 +363,11 @@ def _run_tiles(source: _Source, predictor: Predictor, py: AxisPlan, px: AxisPlan
             view = buf[:len(group)]
             for k, (y0, x0) in enumerate(group):
                 source.fill(view[k], y0, x0, offset, pad)
-            out = predictor.backend.run(view)
+            pred = predictor.backend.run(view)
             for k, (y0, x0) in enumerate(group):
-                consume(y0, x0, out[k])
+                consume(y0, x0, pred[k])
+            release(out)                                     # memory maps: drop the pages just
+            release(getattr(source, "x", getattr(source, "raw", None)))   # written / read
             if bar is not None:
                 bar.update(len(group))
     finally:
@@ -400,7 +405,7 @@ def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int 
             if cy1 > cy0 and cx1 > cx0:
                 out[cy0 - P:cy1 - P, cx0 - P:cx1 - P] = p[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
 
-        _run_tiles(source, predictor, py, px, batch, consume, progress, desc, P, pad)
+        _run_tiles(source, predictor, py, px, batch, consume, progress, desc, P, pad, out)
         return out
     if tile not in (None, PUBLISHED_WINDOW):
         raise ValueError(f"published mode uses the published {PUBLISHED_WINDOW} px window; got tile={tile}")
@@ -411,7 +416,7 @@ def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int 
         h, w = min(py.size, H - y0), min(px.size, W - x0)
         out[y0:y0 + h, x0:x0 + w] += p[:h, :w]
 
-    _run_tiles(source, predictor, py, px, batch, consume, progress, desc, 0, "constant")
+    _run_tiles(source, predictor, py, px, batch, consume, progress, desc, 0, "constant", out)
     cy, cx = _coverage(py), _coverage(px)
     for r0 in range(0, H, 1024):  # strip-wise, so a memory-mapped output stays O(strip)
         out[r0:r0 + 1024] /= cy[r0:r0 + 1024, None] * cx[None, :]
@@ -671,7 +676,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
             source: _Source = _ArraySource(arr) if input_kind == "channels" else _RawSource(arr, input_kind)
             prob = tifffile.memmap(tmps["prob"], shape=(H, W), dtype=np.float32, photometric="minisblack")
             _predict_source(source, predictor, mode, tile, batch, progress, prob, desc=path.name)
-            prob.flush()
+            props.release(prob)
             labels_out = tifffile.memmap(tmps["labels"], shape=(H, W), dtype=np.uint32,
                                          photometric="minisblack")
             labels, rows = props.find_proposals(prob, threshold, min_size, out=labels_out)

@@ -31,11 +31,33 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CSV_COLUMNS", "find_proposals", "write_tiff", "write_csv", "read_csv", "write_overlay"]
+__all__ = ["CSV_COLUMNS", "find_proposals", "release", "write_tiff", "write_csv", "read_csv", "write_overlay"]
 
 CSV_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "max_prob", "mean_prob", "axis-0", "axis-1")
 
 _STRIP = 1024
+
+
+def release(arr: Any) -> None:
+    """Write back and unmap the resident pages of a memory map (keeps peak RSS near O(strip)).
+
+    Pages of a shared file mapping count towards the process's resident memory once
+    touched; ``MADV_DONTNEED`` drops them from this process (the data stays in the file and
+    the page cache). No-op for ordinary arrays.
+    """
+    import mmap
+
+    base = arr
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    mm = getattr(base, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    base.flush()
+    try:
+        mm.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - platform without madvise
+        pass
 
 
 def find_proposals(prob: Any, threshold: float = 0.5, min_size: int = 10, *, out: np.ndarray | None = None
@@ -54,12 +76,14 @@ def find_proposals(prob: Any, threshold: float = 0.5, min_size: int = 10, *, out
     mask = np.empty((H, W), dtype=bool)
     for r0 in range(0, H, _STRIP):
         np.greater(prob[r0:r0 + _STRIP], threshold, out=mask[r0:r0 + _STRIP])
+        release(prob)
     if out is None:
         out = np.zeros((H, W), dtype=np.uint32)
     elif out.shape != (H, W) or out.dtype != np.uint32:
         raise ValueError(f"find_proposals: out must be uint32 {(H, W)}, got {out.dtype} {out.shape}")
     n = int(ndimage.label(mask, structure=np.ones((3, 3), dtype=bool), output=out))
     del mask
+    release(out)
     area = np.zeros(n + 1, dtype=np.int64)
     sum_y = np.zeros(n + 1)
     sum_x = np.zeros(n + 1)
@@ -76,6 +100,8 @@ def find_proposals(prob: Any, threshold: float = 0.5, min_size: int = 10, *, out
             sum_x += np.bincount(ids, weights=xx, minlength=n + 1)
             sum_p += np.bincount(ids, weights=p, minlength=n + 1)
             np.maximum.at(max_p, ids, p)
+            release(prob)
+            release(out)
     keep = np.flatnonzero(area >= max(1, min_size))
     keep = keep[keep > 0]
     lut = np.zeros(n + 1, dtype=np.uint32)
@@ -83,6 +109,7 @@ def find_proposals(prob: Any, threshold: float = 0.5, min_size: int = 10, *, out
     if keep.size < n:
         for r0 in range(0, H, _STRIP):
             out[r0:r0 + _STRIP] = lut[out[r0:r0 + _STRIP]]
+            release(out)
     rows = [{"id": int(new), "centroid_y": float(sum_y[old] / area[old]), "centroid_x": float(sum_x[old] / area[old]),
              "area": int(area[old]), "max_prob": float(max_p[old]), "mean_prob": float(sum_p[old] / area[old])}
             for new, old in enumerate(keep.tolist(), start=1)]

@@ -417,8 +417,8 @@ def test_cli_missing_model_is_one_line_exit_2(tmp_path, capsys):
 def test_default_tile_follows_the_model_width(tiny_ckpt, package):
     from rosette_bmz.predict import DEFAULT_CONTEXT, default_tile
 
-    assert default_tile(64) == DEFAULT_TILE == 880
-    assert default_tile(16) == 1760 and default_tile(4) == 2048
+    assert default_tile(64) == DEFAULT_TILE == 720
+    assert default_tile(16) == 1440 and default_tile(4) == 2048
     assert halo_plan(1024 + 2 * 64, default_tile(16), DEFAULT_CONTEXT).starts == (0,)   # 1024^2 demo: one pass
     for model in (tiny_ckpt, package):
         with load_predictor(model, "onnx", threads=1) as pred:
