@@ -152,6 +152,14 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     """
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if pad is not None and pad not in PAD_MODES:
+        raise ModelError(f"unknown pad mode {pad!r}; choose one of {', '.join(PAD_MODES)}")
+    ctx = context or DEFAULT_CONTEXT
+    if tile is not None and (tile % DIVISOR or tile <= 2 * ctx):
+        raise ModelError(f"tile {tile}: must be a multiple of {DIVISOR} and larger than twice the tile "
+                         f"context ({2 * ctx})")
+    if threads is not None and threads < 1:
+        raise ModelError(f"threads must be at least 1, got {threads}")
     src = resolve_model(model)
     if src.in_channels != 2:
         raise ModelError(f"{src.name}: the package reads {src.in_channels} input channel(s); the runner "
@@ -166,10 +174,12 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
         be = BioimageioBackend(src, threads, weight_format=weight_format, blocksize_parameter=blocksize_parameter)
     pad = pad or be.source.pad_mode or DEFAULT_PAD
     if pad not in PAD_MODES:
-        raise ModelError(f"unknown pad mode {pad!r}; choose one of {', '.join(PAD_MODES)}")
+        be.close()
+        raise ModelError(f"{src.name}: the rdf declares pad mode {pad!r}; the runner supports "
+                         f"{', '.join(PAD_MODES)} (choose one with --pad)")
     width = _base_channels(be.source)
     pred = Predictor(backend=be, halo=be.source.halo, base_channels=width, name=src.name, pad_mode=pad,
-                     tile=tile or default_tile(width), context=max(context or DEFAULT_CONTEXT, be.source.halo))
+                     tile=tile or default_tile(width), context=max(ctx, be.source.halo))
     log.info("predictor: %s backend on %s (halo %d, width %d, %d threads)", be.name, src.name, pred.halo,
              pred.base_channels, be.threads)
     return pred
@@ -662,10 +672,10 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
         finals["overlay"] = out_dir / f"{path.stem}_overlay.png"
     tmps = {k: _tmp_path(v) for k, v in finals.items()}
     scratch = _tmp_path(out_dir / f"{path.stem}_decoded.npy")
-    lazy = (None if predictor.backend.whole_image or not path.is_file()
-            else _open_lazy(path, stream_pixels, scratch))
     streamed = False
     try:
+        lazy = (None if predictor.backend.whole_image or not path.is_file()
+                else _open_lazy(path, stream_pixels, scratch))
         x = None
         if lazy is not None:
             arr = _squeeze2d(lazy, input_kind, name)
@@ -760,7 +770,8 @@ def predict_cli(args: Any) -> int:
     """``rosette-bmz predict``: prints one line per failed file and a summary."""
     from tqdm.auto import tqdm
 
-    predictor = load_predictor(args.model, args.backend, args.threads, pad=getattr(args, "pad", None))
+    predictor = load_predictor(args.model, args.backend, args.threads, pad=getattr(args, "pad", None),
+                               tile=args.tile)
 
     def report(r: FileResult) -> None:
         if not r.ok:

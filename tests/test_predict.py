@@ -245,6 +245,10 @@ def test_missing_or_wrong_model_is_a_one_line_error(tmp_path):
         load_predictor(tmp_path / "model.txt", "onnx")
     with pytest.raises(ModelError, match="unknown backend"):
         load_predictor(tmp_path / "model.txt", "tensorflow")
+    with pytest.raises(ModelError, match="multiple of 16"):
+        load_predictor(tmp_path / "model.txt", "onnx", tile=100)
+    with pytest.raises(ModelError, match="unknown pad mode"):
+        load_predictor(tmp_path / "model.txt", "onnx", pad="wrap")
 
 
 def test_package_without_weights_of_the_format(package, tmp_path):
