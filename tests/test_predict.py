@@ -446,3 +446,19 @@ def test_receptive_field_is_within_the_tile_context(tiny_model):
             ys, xs = torch.nonzero((tiny_model(x2) - base)[0, 0] != 0, as_tuple=True)
             reach = max(reach, (ys - py).abs().max().item(), (xs - px).abs().max().item())
     assert 64 < reach < DEFAULT_CONTEXT      # more than the declared halo, less than the context
+
+
+@pytest.mark.full_width
+def test_halo_tiles_equal_whole_image_at_the_published_width(synth_images):
+    """Recipe weights of the published base-64 layout: 2 x 2 tiles == one whole-image pass."""
+    from reference import recipe_state_dict
+
+    from rosette_bmz.checkpoint import build_model
+
+    model = build_model(recipe_state_dict())
+    x = from_outlines(synth_images[(250, 270)].outlines[:128, :128])
+    with load_predictor(model, "torch", threads=2) as pred:
+        assert pred.base_channels == 64
+        assert len(halo_plan(128 + 2 * pred.halo, 240, pred.context).starts) == 2
+        got = predict(x, pred, tile=240)                   # 256^2 padded -> 2 x 2 tiles of 240
+    assert np.abs(got - _whole(model, x)).max() < 1e-5
