@@ -142,7 +142,8 @@ def resolve_model(model: Any) -> ModelSource:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ModelError(f"{path}: cannot read the rdf ({type(exc).__name__}: {exc})") from None
         if not isinstance(rdf, dict) or rdf.get("type") != "model":
-            raise ModelError(f"{path}: not a bioimage.io model rdf (type: {rdf.get('type') if isinstance(rdf, dict) else None})")
+            kind = rdf.get("type") if isinstance(rdf, dict) else None
+            raise ModelError(f"{path}: not a bioimage.io model rdf (type: {kind})")
         halo, channels, pad = _rdf_halo_and_channels(rdf, path)
         try:
             width = int(rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["base_channels"])

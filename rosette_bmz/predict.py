@@ -52,14 +52,15 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .backends import (BACKENDS, DEFAULT_HALO, DIVISOR, BioimageioBackend, ModelError, OnnxBackend,
-                       TileBackend, TorchBackend, TorchScriptBackend, default_threads, resolve_model)
+                       TileBackend, TorchBackend, TorchScriptBackend, resolve_model)
 from .inputs import INPUT_KINDS, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODES", "DEFAULT_TILE", "DEFAULT_CONTEXT", "DEFAULT_PAD", "ACTIVATION_BUDGET", "default_tile", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "STREAM_PIXELS", "Predictor",
-           "FileResult", "load_predictor", "predict", "predict_files", "predict_cli", "halo_plan",
-           "published_plan", "collect_inputs", "mirror_index", "ModelError", "PAD_MODES"]
+__all__ = ["MODES", "PAD_MODES", "DEFAULT_TILE", "DEFAULT_CONTEXT", "DEFAULT_PAD", "ACTIVATION_BUDGET",
+           "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "STREAM_PIXELS", "Predictor", "FileResult", "ModelError",
+           "default_tile", "load_predictor", "predict", "predict_file", "predict_files", "predict_cli",
+           "halo_plan", "published_plan", "collect_inputs", "mirror_index"]
 
 MODES: tuple[str, ...] = ("halo", "published")
 #: How halo mode pads the image border (numpy ``np.pad`` modes).
