@@ -16,7 +16,9 @@ On one synthetic outline image (rosette_bmz.synth, fixed seed) with the onnx bac
    each compared with the prediction of the full image on those pixels (the truth, with
    real context), in bands by distance from the crop edge; and the number of proposals
    within 32 px of the border for each pad mode;
-4. onnx seconds per image for halo-mode tile sizes (in-process, session reused, median of
+4. shift: the same pixels predicted in windows moved by 4, 8, 12, 16 px (> 128 px from the
+   window edges);
+5. onnx seconds per image for halo-mode tile sizes (in-process, session reused, median of
    ``--repeats``; the machine is shared, so compare within one run only).
 """
 
@@ -84,6 +86,17 @@ def main(argv=None) -> int:
         d = _diff(predict(x, dataclasses.replace(pred, context=c), tile=768), whole)
         res["context_vs_whole_tile768"][c] = d
         print("context", c, d, flush=True)
+    # the network is not shift-invariant: a window moved by k px (k not a multiple of 16)
+    # predicts the same pixels differently (the runner keeps every tile on the 16 px grid)
+    res["grid_shift"] = {}
+    n = min(args.size, 800)
+    ref = predict(x[:, :n, :n], pred, tile=big)
+    for k in (4, 8, 12, 16):
+        o = predict(np.ascontiguousarray(x[:, k:k + n - 32, k:k + n - 32]), pred, tile=big)
+        d = np.abs(o[128:-128, 128:-128] - ref[k + 128:k + n - 32 - 128, k + 128:k + n - 32 - 128])
+        res["grid_shift"][k] = {"max": float(d.max()), "mean": float(d.mean())}
+    print("grid shift", res["grid_shift"], flush=True)
+
     res["halo_vs_whole"] = {}
     for t in [int(v) for v in args.tiles.split(",")]:
         res["halo_vs_whole"][t] = _diff(predict(x, pred, tile=t), whole)
