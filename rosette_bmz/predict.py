@@ -3,9 +3,11 @@
 Two stitching modes (see docs/tiling.md for the measured differences):
 
 ``halo`` (default)
-    The image is padded by the package's halo (64 px) on every side, with zeros by default
-    (see ``pad`` below; bioimageio.core pads the same way, by the halo, at the image
-    border), and further at the bottom/right to a multiple of 16. The padded image is cut into as few
+    The image is padded at the bottom/right to a multiple of 16 with zeros (default; the
+    network then sees its own zero padding at the image edge, as at the edge of every
+    training crop), or, with ``border`` > 0 (automatic for mirror padding: the package's
+    64 px halo, which is how bioimageio.core pads), first by ``border`` px of ``pad`` on
+    every side. The padded image is cut into as few
     tiles as fit the maximum tile side (``tile``; from the model width, 720 px at base 64,
     1440 px at base 16), all of one size (a multiple of 16) so they can be batched. Each
     tile keeps only its *core*: ``context`` pixels (112) are cropped away on every side
@@ -107,6 +109,16 @@ class Predictor:
     tile: int = DEFAULT_TILE
     #: context cropped from each tile side in halo mode (>= halo; see docs/tiling.md)
     context: int = DEFAULT_CONTEXT
+    #: pixels of ``pad_mode`` padding added at the image border in halo mode; None = automatic:
+    #: 0 for zero padding (the network's own zero padding at the image edge, as at every
+    #: training crop's edge), the halo for mirroring (see :meth:`border_for`)
+    border: int | None = None
+
+    def border_for(self, pad: str) -> int:
+        """Border padding (px) halo mode adds on every side for pad mode ``pad``."""
+        if self.border is not None:
+            return self.border
+        return 0 if pad == "constant" else self.halo
 
     @property
     def kind(self) -> str:
@@ -138,7 +150,7 @@ def _base_channels(src) -> int:
 def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None, *,
                    pad: str | None = None, tile: int | None = None, context: int | None = None,
                    session_options: dict | None = None, weight_format: str | None = None,
-                   blocksize_parameter: int | None = None) -> Predictor:
+                   blocksize_parameter: int | None = None, border: int | None = None) -> Predictor:
     """Load ``model`` (rdf.yaml / package folder / checkpoint / nn.Module) for ``backend``.
 
     ``threads``: intra-op threads (default: all cores this process may use).
@@ -148,6 +160,9 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     ``tile``: largest tile side in halo mode (default from the model width and
     :data:`ACTIVATION_BUDGET`: 720 px at base 64, 1440 at base 16, at most 2048).
     ``context``: pixels cropped from each inner tile side (default :data:`DEFAULT_CONTEXT`).
+    ``border``: pixels of padding added at the image border in halo mode (default: 0 for
+    zero padding, the package's halo for mirror padding; ``border=halo`` with zero padding
+    reproduces bioimageio.core's padding, see docs/tiling.md).
     ``session_options``: extra onnxruntime ``SessionOptions`` attributes or config entries.
     ``weight_format`` / ``blocksize_parameter``: for the ``bioimageio`` backend only.
     """
@@ -161,6 +176,8 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
                          f"context ({2 * ctx})")
     if threads is not None and threads < 1:
         raise ModelError(f"threads must be at least 1, got {threads}")
+    if border is not None and border < 0:
+        raise ModelError(f"border must be >= 0, got {border}")
     src = resolve_model(model)
     if src.in_channels != 2:
         raise ModelError(f"{src.name}: the package reads {src.in_channels} input channel(s); the runner "
@@ -180,7 +197,7 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
                          f"{', '.join(PAD_MODES)} (choose one with --pad)")
     width = _base_channels(be.source)
     pred = Predictor(backend=be, halo=be.source.halo, base_channels=width, name=src.name, pad_mode=pad,
-                     tile=tile or default_tile(width), context=max(ctx, be.source.halo))
+                     tile=tile or default_tile(width), context=max(ctx, be.source.halo), border=border)
     log.info("predictor: %s backend on %s (halo %d, width %d, %d threads)", be.name, src.name, pred.halo,
              pred.base_channels, be.threads)
     return pred
@@ -402,7 +419,7 @@ def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int 
     if predictor.backend.whole_image:
         return _predict_whole_bioimageio(source, predictor, out, mode, pad)
     if mode == "halo":
-        P = predictor.halo
+        P = predictor.border_for(pad)
         t = tile or predictor.tile
         py = halo_plan(H + 2 * P, t, predictor.context)
         px = halo_plan(W + 2 * P, t, predictor.context)
@@ -772,7 +789,7 @@ def predict_cli(args: Any) -> int:
     from tqdm.auto import tqdm
 
     predictor = load_predictor(args.model, args.backend, args.threads, pad=getattr(args, "pad", None),
-                               tile=args.tile)
+                               tile=args.tile, border=getattr(args, "border", None))
 
     def report(r: FileResult) -> None:
         if not r.ok:

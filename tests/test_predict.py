@@ -65,7 +65,7 @@ def synth_images():
     return out
 
 
-def _whole(model, x, pad=64, mode="constant"):
+def _whole(model, x, pad=0, mode="constant"):
     """Reference: one eager forward pass over the image padded by ``pad`` (+ to a multiple of 16)."""
     import torch
 
@@ -149,16 +149,26 @@ def test_halo_mode_equals_whole_image_pass(tiny_model, torch_pred, synth_images,
     # pass (16 px grid, flush with the padded edge), so the whole image agrees to float noise
     assert np.abs(got - ref).max() < 1e-5
     # the whole image really was tiled (several tiles along the long axis)
-    assert len(halo_plan(max(shape) + 128, tile, torch_pred.context).starts) > 1 or max(shape) + 128 <= tile
+    assert len(halo_plan(max(shape), tile, torch_pred.context).starts) > 1 or max(shape) <= tile
+    # with a border of 64 zeros (bioimageio.core's padding) it equals that whole-image pass
+    with load_predictor(tiny_model, "torch", threads=2, border=64) as pred64:
+        got64 = predict(x, pred64, tile=tile)
+    assert np.abs(got64 - _whole(tiny_model, x, pad=64)).max() < 1e-5
+    # the two paddings differ only near the image border
+    d = np.abs(got64 - got)
+    assert d.max() > 1e-5
+    if min(shape) > 128:
+        assert d[64:-64, 64:-64].max() < 1e-3
 
 
 @pytest.mark.parametrize("pad", ["symmetric", "reflect"])
 def test_halo_mode_other_padding_equals_whole_image_pass(tiny_model, torch_pred, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
     got = predict(x, torch_pred, tile=320, pad=pad)
-    assert np.abs(got - _whole(tiny_model, x, mode=pad)).max() < 1e-5
+    assert torch_pred.border_for(pad) == torch_pred.halo == 64    # mirroring needs a border to mirror into
+    assert np.abs(got - _whole(tiny_model, x, pad=64, mode=pad)).max() < 1e-5
     # and the pad mode matters at the border (so the comparison above can fail)
-    assert np.abs(got - _whole(tiny_model, x, mode="constant")).max() > 1e-4
+    assert np.abs(got - _whole(tiny_model, x, pad=64, mode="constant")).max() > 1e-4
 
 
 @pytest.mark.parametrize("shape", [(250, 270), (600, 130)])
@@ -192,7 +202,8 @@ def test_four_backends_agree_on_an_exported_package(package, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
     out = {}
     for backend in ("onnx", "torch", "torchscript", "bioimageio"):
-        with load_predictor(package, backend, threads=2, pad=pad) as pred:
+        # border=64: the runner pads like bioimageio.core (by the package's halo)
+        with load_predictor(package, backend, threads=2, pad=pad, border=64) as pred:
             out[backend] = predict(x, pred)
     for backend, p in out.items():
         assert p.shape == x.shape[1:]
@@ -456,9 +467,9 @@ def test_halo_tiles_equal_whole_image_at_the_published_width(synth_images):
     from rosette_bmz.checkpoint import build_model
 
     model = build_model(recipe_state_dict())
-    x = from_outlines(synth_images[(250, 270)].outlines[:128, :128])
+    x = from_outlines(synth_images[(250, 270)].outlines[:256, :256])
     with load_predictor(model, "torch", threads=2) as pred:
-        assert pred.base_channels == 64
-        assert len(halo_plan(128 + 2 * pred.halo, 240, pred.context).starts) == 2
-        got = predict(x, pred, tile=240)                   # 256^2 padded -> 2 x 2 tiles of 240
+        assert pred.base_channels == 64 and pred.border_for("constant") == 0
+        assert len(halo_plan(256, 240, pred.context).starts) == 2
+        got = predict(x, pred, tile=240)                   # 256^2 -> 2 x 2 tiles of 240
     assert np.abs(got - _whole(model, x)).max() < 1e-5
