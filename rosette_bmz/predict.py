@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODES", "PAD_MODES", "DEFAULT_TILE", "DEFAULT_CONTEXT", "DEFAULT_PAD", "ACTIVATION_BUDGET",
            "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "STREAM_PIXELS", "Predictor", "FileResult", "ModelError",
-           "default_tile", "load_predictor", "predict", "predict_file", "predict_files", "predict_cli",
+           "MAX_IN_MEMORY_BUDGET", "default_tile", "in_memory_budget", "load_predictor", "predict", "predict_file", "predict_files", "predict_cli",
            "halo_plan", "published_plan", "collect_inputs", "mirror_index"]
 
 MODES: tuple[str, ...] = ("halo", "published")
@@ -78,9 +78,13 @@ DEFAULT_TILE = 720
 #: onnxruntime's peak activation memory for one forward pass is about this many bytes per
 #: pixel per unit of model width (measured: base 16, 1024^2 tile -> +530 MB).
 _BYTES_PER_PX_PER_WIDTH = 32
-#: Activation memory one forward pass may use (tile side and batch follow from it); with
-#: it an 8192^2 image streams through the demo model in < 2 GB peak RSS.
+#: Activation memory one forward pass may use when an image is streamed from disk (tile side
+#: and batch follow from it); with it an 8192^2 image streams through the demo model in < 2 GB
+#: peak RSS.
 ACTIVATION_BUDGET = 2**30   # 1 GiB
+#: Upper bound of the budget for an image held in memory (:func:`in_memory_budget`): fewer,
+#: larger tiles re-run fewer context pixels (a 2048^2 demo image is one forward pass).
+MAX_IN_MEMORY_BUDGET = 4 * 2**30
 #: Context cropped from every tile side in halo mode: tiles agree with a whole-image pass
 #: within 1e-3 only with more context than the package's 64 px halo (docs/tiling.md).
 DEFAULT_CONTEXT = 112
@@ -105,14 +109,21 @@ class Predictor:
     name: str = ""
     #: how halo mode pads the image border (``constant`` = zeros, ``symmetric``, ``reflect``)
     pad_mode: str = DEFAULT_PAD
-    #: largest tile side in halo mode
-    tile: int = DEFAULT_TILE
+    #: largest tile side in halo mode; None = from the model width and the activation budget
+    tile: int | None = None
+    #: activation memory (bytes) per forward pass; None = :func:`in_memory_budget` for images in
+    #: memory, :data:`ACTIVATION_BUDGET` for images streamed from disk
+    budget: int | None = None
     #: context cropped from each tile side in halo mode (>= halo; see docs/tiling.md)
     context: int = DEFAULT_CONTEXT
     #: pixels of ``pad_mode`` padding added at the image border in halo mode; None = automatic:
     #: 0 for zero padding (the network's own zero padding at the image edge, as at every
     #: training crop's edge), the halo for mirroring (see :meth:`border_for`)
     border: int | None = None
+
+    def tile_for(self, budget: int) -> int:
+        """Largest tile side in halo mode under ``budget`` bytes of activations (unless set)."""
+        return self.tile or default_tile(self.base_channels, budget)
 
     def border_for(self, pad: str) -> int:
         """Border padding (px) halo mode adds on every side for pad mode ``pad``."""
@@ -157,8 +168,9 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     ``pad``: border padding of halo mode; default: what the rdf declares for its input
     (``inputs[0].pad``), else :data:`DEFAULT_PAD` (zeros); the bioimageio backend is run
     with the same mode, so every backend agrees.
-    ``tile``: largest tile side in halo mode (default from the model width and
-    :data:`ACTIVATION_BUDGET`: 720 px at base 64, 1440 at base 16, at most 2048).
+    ``tile``: largest tile side in halo mode (default from the model width and the
+    activation budget: with 1 GiB (:data:`ACTIVATION_BUDGET`, streamed images) 720 px at
+    base 64, 1440 at base 16; with 4 GiB (in memory, :func:`in_memory_budget`) 1440 / 2896).
     ``context``: pixels cropped from each inner tile side (default :data:`DEFAULT_CONTEXT`).
     ``border``: pixels of padding added at the image border in halo mode (default: 0 for
     zero padding, the package's halo for mirror padding; ``border=halo`` with zero padding
@@ -197,7 +209,7 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
                          f"{', '.join(PAD_MODES)} (choose one with --pad)")
     width = _base_channels(be.source)
     pred = Predictor(backend=be, halo=be.source.halo, base_channels=width, name=src.name, pad_mode=pad,
-                     tile=tile or default_tile(width), context=max(ctx, be.source.halo), border=border)
+                     tile=tile, context=max(ctx, be.source.halo), border=border)
     log.info("predictor: %s backend on %s (halo %d, width %d, %d threads)", be.name, src.name, pred.halo,
              pred.base_channels, be.threads)
     return pred
@@ -352,16 +364,30 @@ class _RawSource(_Source):
 
 
 # ----------------------------------------------------------------------------- engine
-def default_tile(base_channels: int) -> int:
-    """Largest tile side (multiple of 16, 512..2048) whose forward pass fits ACTIVATION_BUDGET."""
-    side = math.sqrt(ACTIVATION_BUDGET / (_BYTES_PER_PX_PER_WIDTH * max(1, base_channels)))
-    return int(min(2048, max(512, int(side) // DIVISOR * DIVISOR)))
+def default_tile(base_channels: int, budget: int = ACTIVATION_BUDGET) -> int:
+    """Largest tile side (multiple of 16, 512..4096) whose forward pass fits ``budget`` bytes."""
+    side = math.sqrt(budget / (_BYTES_PER_PX_PER_WIDTH * max(1, base_channels)))
+    return int(min(4096, max(512, int(side) // DIVISOR * DIVISOR)))
 
 
-def _default_batch(tile_pixels: int, base_channels: int, n_tiles: int) -> int:
-    """Tiles per forward pass: as many as fit ACTIVATION_BUDGET (at least 1)."""
+def in_memory_budget() -> int:
+    """Activation budget for an image held in memory: a quarter of the memory available now
+    (``MemAvailable``), at least :data:`ACTIVATION_BUDGET`, at most :data:`MAX_IN_MEMORY_BUDGET`."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    return int(min(MAX_IN_MEMORY_BUDGET, max(ACTIVATION_BUDGET, avail // 4)))
+    except (OSError, ValueError, IndexError):
+        pass
+    return ACTIVATION_BUDGET
+
+
+def _default_batch(tile_pixels: int, base_channels: int, n_tiles: int, budget: int = ACTIVATION_BUDGET) -> int:
+    """Tiles per forward pass: as many as fit ``budget`` (at least 1)."""
     per_tile = _BYTES_PER_PX_PER_WIDTH * max(1, base_channels) * tile_pixels
-    return int(max(1, min(n_tiles, ACTIVATION_BUDGET // per_tile)))
+    return int(max(1, min(n_tiles, budget // per_tile)))
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -379,11 +405,12 @@ def _bar(progress: bool | Any, total: int, desc: str):
 
 def _run_tiles(source: _Source, predictor: Predictor, py: AxisPlan, px: AxisPlan, batch: int | None,
                consume: Callable[[int, int, np.ndarray], None], progress: bool | Any, desc: str,
-               offset: int, pad: str, out: Any = None) -> None:
+               offset: int, pad: str, out: Any = None, budget: int = ACTIVATION_BUDGET) -> None:
     from .proposals import release
 
     tiles = [(y, x) for y in py.starts for x in px.starts]
-    n = min(batch, len(tiles)) if batch else _default_batch(py.size * px.size, predictor.base_channels, len(tiles))
+    n = (min(batch, len(tiles)) if batch
+         else _default_batch(py.size * px.size, predictor.base_channels, len(tiles), budget))
     buf = np.zeros((n, source.channels, py.size, px.size), dtype=np.float32)
     bar = _bar(progress, len(tiles), desc)
     try:
@@ -405,8 +432,9 @@ def _run_tiles(source: _Source, predictor: Predictor, py: AxisPlan, px: AxisPlan
 
 def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int | None, batch: int | None,
                     progress: bool | Any, out: np.ndarray | None, desc: str = "tiles",
-                    pad: str | None = None) -> np.ndarray:
+                    pad: str | None = None, budget: int | None = None) -> np.ndarray:
     H, W = source.shape
+    budget = budget or predictor.budget or in_memory_budget()
     pad = pad or predictor.pad_mode
     if pad not in PAD_MODES:
         raise ValueError(f"unknown pad mode {pad!r}; choose one of {', '.join(PAD_MODES)}")
@@ -420,7 +448,7 @@ def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int 
         return _predict_whole_bioimageio(source, predictor, out, mode, pad)
     if mode == "halo":
         P = predictor.border_for(pad)
-        t = tile or predictor.tile
+        t = tile or predictor.tile_for(budget)
         py = halo_plan(H + 2 * P, t, predictor.context)
         px = halo_plan(W + 2 * P, t, predictor.context)
         core_of_y = dict(zip(py.starts, py.cores))
@@ -433,7 +461,7 @@ def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int 
             if cy1 > cy0 and cx1 > cx0:
                 out[cy0 - P:cy1 - P, cx0 - P:cx1 - P] = p[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
 
-        _run_tiles(source, predictor, py, px, batch, consume, progress, desc, P, pad, out)
+        _run_tiles(source, predictor, py, px, batch, consume, progress, desc, P, pad, out, budget)
         return out
     if tile not in (None, PUBLISHED_WINDOW):
         raise ValueError(f"published mode uses the published {PUBLISHED_WINDOW} px window; got tile={tile}")
@@ -444,7 +472,7 @@ def _predict_source(source: _Source, predictor: Predictor, mode: str, tile: int 
         h, w = min(py.size, H - y0), min(px.size, W - x0)
         out[y0:y0 + h, x0:x0 + w] += p[:h, :w]
 
-    _run_tiles(source, predictor, py, px, batch, consume, progress, desc, 0, "constant", out)
+    _run_tiles(source, predictor, py, px, batch, consume, progress, desc, 0, "constant", out, budget)
     cy, cx = _coverage(py), _coverage(px)
     for r0 in range(0, H, 1024):  # strip-wise, so a memory-mapped output stays O(strip)
         out[r0:r0 + 1024] /= cy[r0:r0 + 1024, None] * cx[None, :]
@@ -703,7 +731,8 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
             _validate_streamed(arr, input_kind, name)
             source: _Source = _ArraySource(arr) if input_kind == "channels" else _RawSource(arr, input_kind)
             prob = tifffile.memmap(tmps["prob"], shape=(H, W), dtype=np.float32, photometric="minisblack")
-            _predict_source(source, predictor, mode, tile, batch, progress, prob, desc=path.name)
+            _predict_source(source, predictor, mode, tile, batch, progress, prob, desc=path.name,
+                            budget=predictor.budget or ACTIVATION_BUDGET)
             props.release(prob)
             labels_out = tifffile.memmap(tmps["labels"], shape=(H, W), dtype=np.uint32,
                                          photometric="minisblack")

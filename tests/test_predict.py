@@ -433,11 +433,13 @@ def test_default_tile_follows_the_model_width(tiny_ckpt, package):
     from rosette_bmz.predict import DEFAULT_CONTEXT, default_tile
 
     assert default_tile(64) == DEFAULT_TILE == 720
-    assert default_tile(16) == 1440 and default_tile(4) == 2048
+    assert default_tile(16) == 1440 and default_tile(4) == 2896
+    assert default_tile(64, 4 * 2**30) == 1440 and default_tile(16, 4 * 2**30) == 2896   # images in memory
     assert halo_plan(1024 + 2 * 64, default_tile(16), DEFAULT_CONTEXT).starts == (0,)   # 1024^2 demo: one pass
     for model in (tiny_ckpt, package):
         with load_predictor(model, "onnx", threads=1) as pred:
-            assert pred.base_channels == 4 and pred.tile == 2048 and pred.pad_mode == "constant"
+            assert pred.base_channels == 4 and pred.tile is None and pred.tile_for(2**30) == 2896
+            assert pred.pad_mode == "constant"
             assert pred.halo == 64 and pred.context == DEFAULT_CONTEXT
 
 
