@@ -84,7 +84,7 @@ _BYTES_PER_PX_PER_WIDTH = 32
 ACTIVATION_BUDGET = 2**30   # 1 GiB
 #: Upper bound of the budget for an image held in memory (:func:`in_memory_budget`): fewer,
 #: larger tiles re-run fewer context pixels (a 2048^2 demo image is one forward pass).
-MAX_IN_MEMORY_BUDGET = 4 * 2**30
+MAX_IN_MEMORY_BUDGET = 2 * 2**30
 #: Context cropped from every tile side in halo mode: tiles agree with a whole-image pass
 #: within 1e-3 only with more context than the package's 64 px halo (docs/tiling.md).
 DEFAULT_CONTEXT = 112
@@ -170,7 +170,7 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     with the same mode, so every backend agrees.
     ``tile``: largest tile side in halo mode (default from the model width and the
     activation budget: with 1 GiB (:data:`ACTIVATION_BUDGET`, streamed images) 720 px at
-    base 64, 1440 at base 16; with 4 GiB (in memory, :func:`in_memory_budget`) 1440 / 2896).
+    base 64, 1440 at base 16; with 2 GiB (in memory, :func:`in_memory_budget`) 1024 / 2048).
     ``context``: pixels cropped from each inner tile side (default :data:`DEFAULT_CONTEXT`).
     ``border``: pixels of padding added at the image border in halo mode (default: 0 for
     zero padding, the package's halo for mirror padding; ``border=halo`` with zero padding

@@ -434,7 +434,7 @@ def test_default_tile_follows_the_model_width(tiny_ckpt, package):
 
     assert default_tile(64) == DEFAULT_TILE == 720
     assert default_tile(16) == 1440 and default_tile(4) == 2896
-    assert default_tile(64, 4 * 2**30) == 1440 and default_tile(16, 4 * 2**30) == 2896   # images in memory
+    assert default_tile(64, 2 * 2**30) == 1024 and default_tile(16, 2 * 2**30) == 2048   # images in memory
     assert halo_plan(1024 + 2 * 64, default_tile(16), DEFAULT_CONTEXT).starts == (0,)   # 1024^2 demo: one pass
     for model in (tiny_ckpt, package):
         with load_predictor(model, "onnx", threads=1) as pred:
