@@ -26,6 +26,7 @@ _LAZY = {
     "generate": "synth", "write_dataset": "synth", "load_dataset": "synth", "SynthImage": "synth",
     "SynthError": "synth",
     "export_package": "export",
+    "run_demo": "demo",
     "predict": "predict", "predict_files": "predict", "load_predictor": "predict",
     "find_proposals": "proposals",
     # evaluation: model-card metrics, classical baseline
