@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("TQDM_DISABLE", "1")   # bioimageio.core's per-block progress bars
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -437,7 +438,8 @@ def markdown(res: dict) -> str:
              f"{m['cpu']}, {m['threads']} threads ({m['logical_cpus']} logical CPUs, AVX-512: {m['avx512f']}), "
              f"{m['memory']} RAM; torch {m['torch']}, onnxruntime {m['onnxruntime']}, bioimageio.core "
              f"{m['bioimageio.core']}; load average at start {m['loadavg_at_start'][0]:.2f}. {res['rounds_note']}", "",
-             f"torch fp32 matmul peak (2048^3 sgemm, best of 5 per round, max over rounds): **{peak:.0f} GFLOP/s**.",
+             f"torch fp32 matmul peak (2048^3 sgemm best of 5 in every round, 4096^3 best of 3 at start and end; the "
+             f"maximum): **{peak:.0f} GFLOP/s**.",
              "", "In-process (predictors / pipelines loaded once; medians):", "",
              "| model | image | variant | median s | ratio to bioimageio.core | pixels through the net | "
              f"GFLOP/s | % of matmul peak | max abs diff vs bioimageio.core, > {BORDER} / > {FAR} px from the border |",
@@ -514,7 +516,7 @@ def targets(res: dict) -> dict:
                                                       "met": best_g / peak >= 0.8}
     if res.get("processes"):
         t["whole process >= 2x"] = {"speedup": res["processes"]["speedup"], "met": res["processes"]["speedup"] >= 2}
-    if res.get("streaming"):
+    if res.get("streaming") and res["streaming"]["streamed"]:
         t[f"streaming {res['streaming']['size']}^2 <= 2 GB RSS"] = {"peak_rss_mb": res["streaming"]["peak_rss_mb"],
                                                                   "met": res["streaming"]["meets_target"]}
     return t
@@ -558,7 +560,7 @@ def main(argv=None) -> int:
     res["rounds_note"] = (f"In-process: {rounds_demo} interleaved rounds (demo), {rounds_full} (full width); "
                           f"whole processes: {rounds_proc}." + (" QUICK SMOKE RUN." if q else ""))
     counter = PixelCounter()
-    peaks: list[float] = [matmul_gflops()]
+    peaks: list[float] = [matmul_gflops(), matmul_gflops(4096, 3)]
     res["models"] = {}
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as td:
         tmp = Path(td)
@@ -590,6 +592,7 @@ def main(argv=None) -> int:
             res["models"]["full_width"]["source"] = "tests/reference.py recipe_state_dict() exported with run_test=False"
         res["processes"] = bench_processes(demo_rdf, 1024 if q else 2048, rounds_proc, tmp, args.seed)
         res["streaming"] = bench_streaming_rss(demo_rdf, 2048 if q else 8192, tmp, args.seed)
+    peaks += [matmul_gflops(), matmul_gflops(4096, 3)]
     res["matmul_peak_gflops"] = max(peaks)
     res["matmul_gflops_per_round"] = peaks
     res["targets"] = targets(res)
