@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stitching: 'halo' (fast, default) or 'published' (512 window, 128 overlap, averaging)")
     p.add_argument("--tile", type=int, default=None,
                    help="largest tile side in halo mode (multiple of 16; default from the model width)")
-    p.add_argument("--batch", type=int, default=None, help="tiles per forward pass (default: what fits 1 GiB)")
+    p.add_argument("--batch", type=int, default=None, help="tiles per forward pass (default: what fits the activation budget)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime / torch intra-op threads (default: all cores)")
     p.add_argument("--pad", default=None, choices=("symmetric", "reflect", "constant"),
                    help="image-border padding in halo mode (default: the package's, else constant = zeros)")

@@ -7,9 +7,11 @@ Two stitching modes (see docs/tiling.md for the measured differences):
     network then sees its own zero padding at the image edge, as at the edge of every
     training crop), or, with ``border`` > 0 (automatic for mirror padding: the package's
     64 px halo, which is how bioimageio.core pads), first by ``border`` px of ``pad`` on
-    every side. The padded image is cut into as few
-    tiles as fit the maximum tile side (``tile``; from the model width, 720 px at base 64,
-    1440 px at base 16), all of one size (a multiple of 16) so they can be batched. Each
+    every side. The padded image is cut into as few tiles as fit the maximum tile side
+    (``tile``; from the model width and an activation-memory budget: for images in memory
+    a quarter of the available memory, 1-2 GiB, i.e. up to 1024 px at base 64 and 2048 px
+    at base 16; 1 GiB for images streamed from disk, 720 / 1440 px), all of one size (a
+    multiple of 16) so they can be batched. Each
     tile keeps only its *core*: ``context`` pixels (112) are cropped away on every side
     that is not the padded image's edge. Tiles start on the 16-pixel grid and are shifted
     inwards at the far edge (never beyond the padded image), so the pooling windows line

@@ -443,6 +443,14 @@ def test_default_tile_follows_the_model_width(tiny_ckpt, package):
             assert pred.halo == 64 and pred.context == DEFAULT_CONTEXT
 
 
+def test_activation_budget_and_border_are_checked(tiny_model):
+    from rosette_bmz.predict import ACTIVATION_BUDGET, MAX_IN_MEMORY_BUDGET, in_memory_budget
+
+    assert ACTIVATION_BUDGET <= in_memory_budget() <= MAX_IN_MEMORY_BUDGET
+    with pytest.raises(ModelError, match="border"):
+        load_predictor(tiny_model, "torch", border=-1)
+
+
 def test_receptive_field_is_within_the_tile_context(tiny_model):
     """Why 112 px of context make tiles exact for any weights: no output moves further away."""
     import torch
