@@ -113,6 +113,31 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def ort_matmul_gflops(n: int = 2048, repeats: int = 5, threads: int = 2) -> float:
+    """Best-of-``repeats`` sgemm rate of onnxruntime's own MatMul (MLAS), for comparison."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    sess = ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
+    sess.run(None, feed)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
 # ----------------------------------------------------------------------------- models
 def conv_flops(model, size: int = 512) -> int:
     """FLOPs (2 x multiply-adds) of every Conv2d / ConvTranspose2d for one (1, C, size, size) input."""
@@ -439,7 +464,8 @@ def markdown(res: dict) -> str:
              f"{m['memory']} RAM; torch {m['torch']}, onnxruntime {m['onnxruntime']}, bioimageio.core "
              f"{m['bioimageio.core']}; load average at start {m['loadavg_at_start'][0]:.2f}. {res['rounds_note']}", "",
              f"torch fp32 matmul peak (2048^3 sgemm best of 5 in every round, 4096^3 best of 3 at start and end; the "
-             f"maximum): **{peak:.0f} GFLOP/s**.",
+             f"maximum): **{peak:.0f} GFLOP/s**; onnxruntime's own MatMul (MLAS sgemm, 2048^3 / 4096^3, best of "
+             f"5 / 3, measured at the end): {res['onnxruntime_matmul_gflops']:.0f} GFLOP/s.",
              "", "In-process (predictors / pipelines loaded once; medians):", "",
              "| model | image | variant | median s | ratio to bioimageio.core | pixels through the net | "
              f"GFLOP/s | % of matmul peak | max abs diff vs bioimageio.core, > {BORDER} / > {FAR} px from the border |",
@@ -594,6 +620,7 @@ def main(argv=None) -> int:
         res["streaming"] = bench_streaming_rss(demo_rdf, 2048 if q else 8192, tmp, args.seed)
     peaks += [matmul_gflops(), matmul_gflops(4096, 3)]
     res["matmul_peak_gflops"] = max(peaks)
+    res["onnxruntime_matmul_gflops"] = max(ort_matmul_gflops(2048, 5, threads), ort_matmul_gflops(4096, 3, threads))
     res["matmul_gflops_per_round"] = peaks
     res["targets"] = targets(res)
     out = Path(args.out)
