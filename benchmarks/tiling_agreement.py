@@ -5,8 +5,9 @@
 
 On one synthetic outline image (rosette_bmz.synth, fixed seed) with the onnx backend:
 
-1. halo mode vs one whole-image pass over the same padded image (zero padding, 64 px
-   border): at tile 768 for several tile contexts, then at the default context for several
+1. halo mode vs one whole-image pass over the same padded image (the runner's default
+   padding; benchmarks/results/tiling_demo.json was recorded with the former default of a
+   64 px zero border, today's default adds none): at tile 768 for several tile contexts, then at the default context for several
    maximum tile sizes (and bioimageio.core's own blocking if ``--package`` is given): max
    |diff| over the image and > 64 px from its edge;
 2. published mode (512 window, 128 overlap, averaging) vs the whole-image pass: max / mean
