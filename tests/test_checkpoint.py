@@ -86,3 +86,14 @@ def test_published_layout_loads(tmp_path):
     loaded = load_checkpoint(path)
     assert loaded.kwargs == {"in_channels": 2, "out_channels": 1, "base_channels": 64}
     assert isinstance(loaded.model, AttentionUNet)
+
+
+def test_saved_files_have_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = save_checkpoint(AttentionUNet(base_channels=4), tmp_path / "m.pt", metadata={})
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
