@@ -114,7 +114,7 @@ def test_published_config_is_the_recipe():
     a = cfg.augment
     assert (a.elastic_alpha, a.elastic_sigma, tuple(a.affine_scale), a.affine_translate, a.affine_rotate) == \
         (120, 6, (0.9, 1.1), 0.1, 15)
-    for name in ("demo.yaml", "finetune.yaml"):
+    for name in ("demo.yaml", "demo_stage1.yaml", "finetune.yaml"):
         load_config(name)   # the shipped configs validate
 
 
@@ -230,6 +230,24 @@ def test_match_pairs(tmp_path):
     tifffile.imwrite(both / "s_0000_rosettes.tif", np.zeros((8, 8), np.uint8))
     assert [(i.name, m.name) for i, m in match_pairs(both, both)] == [("s_0000_outlines.tif",
                                                                        "s_0000_rosettes.tif")]
+
+
+def test_synthetic_sources_on_the_fly_and_from_disk(tmp_path):
+    from rosette_bmz.synth import write_dataset
+    from training.data import load_samples
+
+    cfg = load_config(None, {"data.source": "synth", "data.synth": {"n_images": 2, "size": 160, "seed": 7}})
+    fly = load_samples(cfg.data)
+    write_dataset(tmp_path / "syn", n=2, size=160, seed=7, progress=False)
+    disk = load_samples(load_config(None, {"data.source": "synth_dir", "data.synth_dir": str(tmp_path / "syn")}).data)
+    assert len(fly) == len(disk) == 2
+    for a, b in zip(fly, disk):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.instances, b.instances)
+        assert set(np.unique(a.image)) <= {0, 1} and a.mask.dtype == np.uint8
+        assert np.array_equal(a.decoys, b.decoys) and len(a.decoy_meta) == len(a.decoys)
+    assert sum(s.n_rosettes for s in fly) > 0
+    with pytest.raises(TrainingDataError, match="synth_dir"):
+        load_samples(load_config(None, {"data.source": "synth_dir"}).data)
 
 
 # ----------------------------------------------------------------------------- the loop
