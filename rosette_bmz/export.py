@@ -73,8 +73,8 @@ AGREEMENT_TOL = 1e-4
 REPRODUCIBILITY = {"absolute_tolerance": 1e-4, "relative_tolerance": 1e-3, "mismatched_elements_per_million": 0}
 #: Used as the rdf timestamp when neither the checkpoint sidecar nor SOURCE_DATE_EPOCH gives one.
 DEFAULT_TIMESTAMP = "2026-01-01T00:00:00Z"
-#: Covers must stay below 500 KB (BioImage Model Zoo guideline); RGB PNGs above this are palettised.
-COVER_MAX_BYTES = 400_000
+#: Covers must stay below 500 KB (BioImage Model Zoo guideline); RGB PNGs above this (480 KB) are palettised.
+COVER_MAX_BYTES = 480_000
 MODEL_CARD_URL = "https://huggingface.co/NoahBruderer/nematostella_rosette_detection"
 OKTAY_DOI = "10.48550/arXiv.1804.03999"
 INPUT_KINDS = ("channels", "outlines", "labels")
