@@ -267,9 +267,14 @@ def halo_variant(rdf: Path, halo: int, tmp: Path) -> Path:
     """A copy of the package whose rdf declares ``halo`` px instead (nothing else changed)."""
     import yaml
 
-    dst = tmp / f"{rdf.parent.name}_halo{halo}"
-    shutil.copytree(rdf.parent, dst)
-    d = yaml.safe_load((dst / rdf.name).read_text())
+    dst = tmp / f"package_halo{halo}"
+    dst.mkdir()
+    text = rdf.read_text()
+    # copy only what the rdf names (the root rdf.yaml sits beside the whole repository)
+    for item in rdf.parent.iterdir():
+        if item.name != rdf.name and (f"{item.name}/" in text or f" {item.name}\n" in text):
+            (shutil.copytree if item.is_dir() else shutil.copyfile)(item, dst / item.name)
+    d = yaml.safe_load(text)
     for out in d["outputs"]:
         for ax in out["axes"]:
             if isinstance(ax, dict) and "halo" in ax:
@@ -307,8 +312,10 @@ def bench_model(label: str, rdf: Path, flops512: int, sizes: list[int], rounds: 
         times: dict[str, list[float]] = {v: [] for v in variants}
         pixels: dict[str, int] = {}
         outs: dict[str, np.ndarray] = {}
+        round_peaks = []
         for r in range(rounds):
-            peaks.append(matmul_gflops())
+            round_peaks.append(matmul_gflops())
+            peaks.append(round_peaks[-1])
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for v in order:
                 counter.pixels = 0
@@ -350,6 +357,8 @@ def bench_model(label: str, rdf: Path, flops512: int, sizes: list[int], rounds: 
             "max_abs_diff_runner_with_bioimageio_padding_vs": {b: diffs(runner_bio_pad, outs[b]) for b in bios},
             "max_abs_diff_runner_default_vs_runner_with_bioimageio_padding": diffs(outs["onnx"], runner_bio_pad),
             "bioimageio_block": bio.block, "runner_tile": preds["onnx"].tile_for(in_memory_budget()),
+            # the machine is shared: the matmul rate measured in these rounds (median) as well
+            "matmul_gflops_these_rounds": statistics.median(round_peaks),
         }
         print(f"  {label} {size}^2: " + ", ".join(f"{v} {med[v]:.2f} s" for v in variants), flush=True)
     for p in preds.values():
@@ -468,7 +477,7 @@ def markdown(res: dict) -> str:
              f"5 / 3, measured at the end): {res['onnxruntime_matmul_gflops']:.0f} GFLOP/s.",
              "", "In-process (predictors / pipelines loaded once; medians):", "",
              "| model | image | variant | median s | ratio to bioimageio.core | pixels through the net | "
-             f"GFLOP/s | % of matmul peak | max abs diff vs bioimageio.core, > {BORDER} / > {FAR} px from the border |",
+             f"GFLOP/s | % of matmul peak (of the matmul rate measured in the same rounds) | max abs diff vs bioimageio.core, > {BORDER} / > {FAR} px from the border |",
              "|---|---|---|---|---|---|---|---|---|"]
     for label, mr in res["models"].items():
         for size, sr in mr["sizes"].items():
@@ -480,9 +489,10 @@ def markdown(res: dict) -> str:
                     ratio = f"**{row['ratio_to_bioimageio']:.2f}** ({row['speedup_vs_bioimageio']:.2f}x faster)"
                     diff = _fmt(row["max_abs_diff_vs_bioimageio"])
                 name = _NAMES.get(v, f"rosette-bmz {v}")
+                local = 100 * row["gflops_achieved"] / sr["matmul_gflops_these_rounds"]
                 lines.append(f"| {label} (base {mr['base_channels']}) | {size}^2 | {name} | {row['seconds_median']:.2f} | "
                              f"{ratio} | {row['pixel_overhead']:.2f} x image | {row['gflops_achieved']:.0f} | "
-                             f"{100 * row['gflops_achieved'] / peak:.0f} % | {diff} |")
+                             f"{100 * row['gflops_achieved'] / peak:.0f} % ({local:.0f} %) | {diff} |")
     lines += ["", "FLOPs per 512^2 tile (Conv2d + ConvTranspose2d, 2 x multiply-adds, counted with forward hooks): " +
               ", ".join(f"{k} (base {v['base_channels']}): {v['gflop_per_512_tile']:.1f} GFLOP"
                         for k, v in res["models"].items()) + ". GFLOP/s = pixels through the net x FLOPs per pixel "
@@ -538,7 +548,10 @@ def targets(res: dict) -> dict:
                     "value": same[f">{BORDER}px"], "met": same[f">{BORDER}px"] <= 1e-3}
         if label == "full_width":
             best_g = max(r["gflops_achieved"] for sr in mr["sizes"].values() for v, r in sr["variants"].items())
+            local = max(r["gflops_achieved"] / sr["matmul_gflops_these_rounds"] for sr in mr["sizes"].values()
+                        for v, r in sr["variants"].items())
             t["full_width >= 80 % of matmul peak"] = {"gflops": best_g, "fraction": best_g / peak,
+                                                      "fraction_of_matmul_in_same_rounds": local,
                                                       "met": best_g / peak >= 0.8}
     if res.get("processes"):
         t["whole process >= 2x"] = {"speedup": res["processes"]["speedup"], "met": res["processes"]["speedup"] >= 2}
