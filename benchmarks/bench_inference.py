@@ -60,6 +60,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")   # bioimageio.core's per-block progr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
 
 BORDER = 64  # outputs are compared more than this many pixels from the image border
 FAR = 128    # ... and more than this (beyond the network's receptive field, ~100 px)
@@ -68,14 +70,7 @@ BACKENDS = ("onnx", "torch", "torchscript")
 
 # ----------------------------------------------------------------------------- machine
 def machine(threads: int) -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import bioimageio.core
     import onnxruntime
     import torch
