@@ -234,7 +234,10 @@ class TorchBackend(TileBackend):
 
         torch.set_num_threads(self.threads)
         self._torch = torch
-        self.module = _load_torch_module(src)
+        self.module = self._load(src)
+
+    def _load(self, src: ModelSource):
+        return _load_torch_module(src)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
@@ -242,25 +245,15 @@ class TorchBackend(TileBackend):
         return out[:, 0].numpy()
 
 
-class TorchScriptBackend(TileBackend):
+class TorchScriptBackend(TorchBackend):
     """TorchScript weights (from the package, or traced from a checkpoint on the fly)."""
 
     name = "torchscript"
 
-    def __init__(self, src: ModelSource, threads: int | None = None):
-        super().__init__(src, threads)
-        import torch
-
-        torch.set_num_threads(self.threads)
-        self._torch = torch
+    def _load(self, src: ModelSource):
         path = (src.weight_path("torchscript") if src.kind == "rdf"
                 else _converted(src, "torchscript", self._tmpdir()))
-        self.module = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            out = self.module(self._torch.from_numpy(batch))
-        return out[:, 0].numpy()
+        return self._torch.jit.load(str(path), map_location="cpu").eval()
 
 
 class OnnxBackend(TileBackend):
