@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image-border padding in halo mode (default: the package's, else constant = zeros)")
     p.add_argument("--border", type=int, default=None,
                    help="pixels of --pad padding added at the image border in halo mode (default: 0 for zeros, "
-                        "the package's halo for mirroring; 64 reproduces bioimageio.core's padding)")
+                        "the package's halo for mirroring; the halo, 112, reproduces bioimageio.core's padding)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for proposals")
     p.add_argument("--min-size", type=int, default=10, help="drop proposals smaller than this (pixels)")
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")

@@ -12,8 +12,10 @@ Why the file looks the way it does (each point was measured against the consumer
 * No ``github_user`` on authors (its online check fails offline) and no ``dependencies`` entry
   (BiaPy refuses packages that declare one).
 * Axes written explicitly (batch, channel, ``id: y``, ``id: x``); y/x are ``512 + 16 n`` with an
-  output halo of 64 px: BiaPy tiles at the minimum size without overlap (256 px tiles left seams
-  of 6e-3), ilastik keeps 512 - 2*64 px per tile, deepImageJ tiles by min/step.
+  output halo of 112 px: the network's receptive field is ~100 px, and with a 64 px halo
+  bioimageio.core's own blocking left seams of up to 1.7e-1 (112 px: 2.4e-5). BiaPy tiles at the
+  minimum size without overlap (256 px tiles left seams of 6e-3, 512 px none), ilastik keeps
+  512 - 2*112 = 288 px per 512 px tile, deepImageJ tiles by min/step with the halo as overlap.
 * Preprocessing ``scale_range`` (percentiles 0-100 per channel) is the identity on binary 0/1
   input (up to eps = 1e-6) and keeps BiaPy from adding its own z-score normalisation;
   ``binarize`` would be rejected by BiaPy.
@@ -49,6 +51,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .backends import DEFAULT_HALO
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ExportError", "export_package", "export_cli", "build_test_data", "write_rdf_yaml",
@@ -62,8 +66,9 @@ PACKAGE_DIR = "model_package"
 #: ParameterizedSize of y and x: min + n * step. 512 because BiaPy tiles at the minimum size.
 MIN_SIZE = 512
 STEP = 16
-#: Output halo per side in pixels (what a tiling consumer should crop).
-HALO = 64
+#: Output halo per side in pixels (what a tiling consumer should crop): the runner's context,
+#: which covers the receptive field (64 px left seams of up to 1.7e-1 in bioimageio.core's blocks).
+HALO = DEFAULT_HALO
 #: Synthetic test image: ``rosette_bmz.synth.generate(TEST_SIZE, seed=TEST_SEED)``.
 TEST_SEED = 1
 TEST_SIZE = 512

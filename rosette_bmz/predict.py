@@ -6,7 +6,7 @@ Two stitching modes (see docs/tiling.md for the measured differences):
     The image is padded at the bottom/right to a multiple of 16 with zeros (default; the
     network then sees its own zero padding at the image edge, as at the edge of every
     training crop), or, with ``border`` > 0 (automatic for mirror padding: the package's
-    64 px halo, which is how bioimageio.core pads), first by ``border`` px of ``pad`` on
+    112 px halo, which is how bioimageio.core pads), first by ``border`` px of ``pad`` on
     every side. The padded image is cut into as few tiles as fit the maximum tile side
     (``tile``; from the model width and an activation-memory budget: for images in memory
     a quarter of the available memory, 1-2 GiB, i.e. up to 1024 px at base 64 and 2048 px
@@ -18,8 +18,8 @@ Two stitching modes (see docs/tiling.md for the measured differences):
     up with those of one whole-image pass and a tile at the edge sees what the whole-image
     pass sees there. 112 px is more than the network's receptive field reaches (about
     100 px), so the result equals one forward pass over the whole padded image (measured:
-    max |diff| 0 to 1e-7), cropped back exactly to ``H x W``. With only the declared 64 px
-    the difference is up to 3e-3 (docs/tiling.md).
+    max |diff| 0 to 1e-7), cropped back exactly to ``H x W``. With only 64 px the
+    difference is up to 3e-3 (docs/tiling.md).
 
 ``published``
     The published inference: 512 x 512 windows with 128 px overlap (stride 384), overlaps
@@ -88,8 +88,8 @@ ACTIVATION_BUDGET = 2**30   # 1 GiB
 #: larger tiles re-run fewer context pixels (a 2048^2 demo image is one forward pass).
 MAX_IN_MEMORY_BUDGET = 2 * 2**30
 #: Context cropped from every tile side in halo mode: tiles agree with a whole-image pass
-#: within 1e-3 only with more context than the package's 64 px halo (docs/tiling.md).
-DEFAULT_CONTEXT = 112
+#: within 1e-3 only with >= 96 px; 112 px (= the package's halo) gives 0 (docs/tiling.md).
+DEFAULT_CONTEXT = DEFAULT_HALO
 #: The published window and overlap.
 PUBLISHED_WINDOW = 512
 PUBLISHED_OVERLAP = 128

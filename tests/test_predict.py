@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from rosette_bmz.backends import DEFAULT_HALO
 from rosette_bmz.inputs import InputError, from_labels, from_outlines
 from rosette_bmz.predict import (DEFAULT_TILE, PUBLISHED_OVERLAP, PUBLISHED_WINDOW, ModelError, halo_plan,
                                  load_predictor, mirror_index, predict, predict_files, published_plan)
@@ -150,7 +151,7 @@ def test_halo_mode_equals_whole_image_pass(tiny_model, torch_pred, synth_images,
     assert np.abs(got - ref).max() < 1e-5
     # the whole image really was tiled (several tiles along the long axis)
     assert len(halo_plan(max(shape), tile, torch_pred.context).starts) > 1 or max(shape) <= tile
-    # with a border of 64 zeros (bioimageio.core's padding) it equals that whole-image pass
+    # with a border of 64 zeros (padding like bioimageio.core's) it equals that whole-image pass
     with load_predictor(tiny_model, "torch", threads=2, border=64) as pred64:
         got64 = predict(x, pred64, tile=tile)
     assert np.abs(got64 - _whole(tiny_model, x, pad=64)).max() < 1e-5
@@ -165,10 +166,10 @@ def test_halo_mode_equals_whole_image_pass(tiny_model, torch_pred, synth_images,
 def test_halo_mode_other_padding_equals_whole_image_pass(tiny_model, torch_pred, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
     got = predict(x, torch_pred, tile=320, pad=pad)
-    assert torch_pred.border_for(pad) == torch_pred.halo == 64    # mirroring needs a border to mirror into
-    assert np.abs(got - _whole(tiny_model, x, pad=64, mode=pad)).max() < 1e-5
+    assert torch_pred.border_for(pad) == torch_pred.halo == DEFAULT_HALO    # mirroring needs a border to mirror into
+    assert np.abs(got - _whole(tiny_model, x, pad=DEFAULT_HALO, mode=pad)).max() < 1e-5
     # and the pad mode matters at the border (so the comparison above can fail)
-    assert np.abs(got - _whole(tiny_model, x, pad=64, mode="constant")).max() > 1e-4
+    assert np.abs(got - _whole(tiny_model, x, pad=DEFAULT_HALO, mode="constant")).max() > 1e-4
 
 
 @pytest.mark.parametrize("shape", [(250, 270), (600, 130)])
@@ -202,8 +203,8 @@ def test_four_backends_agree_on_an_exported_package(package, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
     out = {}
     for backend in ("onnx", "torch", "torchscript", "bioimageio"):
-        # border=64: the runner pads like bioimageio.core (by the package's halo)
-        with load_predictor(package, backend, threads=2, pad=pad, border=64) as pred:
+        # border = the package's halo: the runner pads like bioimageio.core
+        with load_predictor(package, backend, threads=2, pad=pad, border=DEFAULT_HALO) as pred:
             out[backend] = predict(x, pred)
     for backend, p in out.items():
         assert p.shape == x.shape[1:]
@@ -440,7 +441,7 @@ def test_default_tile_follows_the_model_width(tiny_ckpt, package):
         with load_predictor(model, "onnx", threads=1) as pred:
             assert pred.base_channels == 4 and pred.tile is None and pred.tile_for(2**30) == 2896
             assert pred.pad_mode == "constant"
-            assert pred.halo == 64 and pred.context == DEFAULT_CONTEXT
+            assert pred.halo == DEFAULT_HALO == 112 and pred.context == DEFAULT_CONTEXT
 
 
 def test_activation_budget_and_border_are_checked(tiny_model):
