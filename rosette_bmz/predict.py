@@ -9,7 +9,7 @@ Two stitching modes (see docs/tiling.md for the measured differences):
     112 px halo, which is how bioimageio.core pads), first by ``border`` px of ``pad`` on
     every side. The padded image is cut into as few tiles as fit the maximum tile side
     (``tile``; from the model width and an activation-memory budget: for images in memory
-    a quarter of the available memory, 1-2 GiB, i.e. up to 1024 px at base 64 and 2048 px
+    a quarter of the available memory, 1-4 GiB, i.e. up to 1440 px at base 64 and 2896 px
     at base 16; 1 GiB for images streamed from disk, 720 / 1440 px), all of one size (a
     multiple of 16) so they can be batched. Each
     tile keeps only its *core*: ``context`` pixels (112) are cropped away on every side
@@ -85,8 +85,9 @@ _BYTES_PER_PX_PER_WIDTH = 32
 #: peak RSS.
 ACTIVATION_BUDGET = 2**30   # 1 GiB
 #: Upper bound of the budget for an image held in memory (:func:`in_memory_budget`): fewer,
-#: larger tiles re-run fewer context pixels (a 2048^2 demo image is one forward pass).
-MAX_IN_MEMORY_BUDGET = 2 * 2**30
+#: larger tiles re-run fewer context pixels (a 2048^2 demo image is one forward pass, a 2048^2
+#: image at base 64 is 2 x 2 tiles of 1136 px instead of 3 x 3 of 832 px with 2 GiB).
+MAX_IN_MEMORY_BUDGET = 4 * 2**30
 #: Context cropped from every tile side in halo mode: tiles agree with a whole-image pass
 #: within 1e-3 only with >= 96 px; 112 px (= the package's halo) gives 0 (docs/tiling.md).
 DEFAULT_CONTEXT = DEFAULT_HALO
@@ -172,7 +173,7 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
     with the same mode, so every backend agrees.
     ``tile``: largest tile side in halo mode (default from the model width and the
     activation budget: with 1 GiB (:data:`ACTIVATION_BUDGET`, streamed images) 720 px at
-    base 64, 1440 at base 16; with 2 GiB (in memory, :func:`in_memory_budget`) 1024 / 2048).
+    base 64, 1440 at base 16; with up to 4 GiB (in memory, :func:`in_memory_budget`) 1440 / 2896).
     ``context``: pixels cropped from each inner tile side (default :data:`DEFAULT_CONTEXT`).
     ``border``: pixels of padding added at the image border in halo mode (default: 0 for
     zero padding, the package's halo for mirror padding; ``border=halo`` with zero padding
