@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .files import atomic_path
 from .model import AttentionUNet
 
 log = logging.getLogger(__name__)
@@ -143,22 +143,9 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, metadata: d
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in model.state_dict().items())
-    _atomic_write(path, lambda f: torch.save(state, f))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     if metadata is not None:
-        text = json.dumps(metadata, indent=2, sort_keys=True, default=str)
-        _atomic_write(sidecar_path(path), lambda f: f.write(text.encode()))
+        with atomic_path(sidecar_path(path)) as tmp:
+            tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
     return path
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,11 +14,12 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,6 @@ ONNX_OPSET = 17
 
 class ConversionError(RuntimeError):
     """A converted model disagrees with eager PyTorch (or could not be converted)."""
-
-
-def _tmp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def strip_torchscript_debug(data: bytes) -> bytes:
@@ -59,16 +53,6 @@ def strip_torchscript_debug(data: bytes) -> bytes:
         writer.write_record(name, record, len(record))
     writer.write_end_of_file()
     return out.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def save_state_dict_bytes(state) -> bytes:
@@ -94,7 +78,10 @@ def to_torchscript(model: torch.nn.Module, path: str | os.PathLike, example: tor
         traced = torch.jit.trace(model.eval(), example, check_trace=False, _store_inputs=False)
     buf = io.BytesIO()
     torch.jit.save(traced, buf)
-    return _write_atomic(path, strip_torchscript_debug(buf.getvalue()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(strip_torchscript_debug(buf.getvalue()))
+    return path
 
 
 def to_torchscript_reproducible(callable_name: str, kwargs: dict, weights: str | os.PathLike,
@@ -134,17 +121,13 @@ def to_onnx(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tens
             opset: int = ONNX_OPSET) -> Path:
     """Export ``model`` to a single-file ONNX graph with dynamic batch, y and x."""
     path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                model.eval(), (example,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": {0: "batch", 2: "y", 3: "x"}, "output": {0: "batch", 2: "y", 3: "x"}},
-                do_constant_folding=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(
+            model.eval(), (example,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": {0: "batch", 2: "y", 3: "x"}, "output": {0: "batch", 2: "y", 3: "x"}},
+            do_constant_folding=True)
     return path
 
 

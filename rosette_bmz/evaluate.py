@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as M
+from .files import atomic_path
 
 __all__ = ["EvaluationError", "EvalImage", "MODEL_CARD", "load_eval_dataset", "evaluate_dataset",
            "format_table", "write_report", "evaluate_cli"]
@@ -321,14 +321,8 @@ def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
     if not path.parent.is_dir():
         raise EvaluationError(f"{path.parent}: output directory does not exist")
     text = json.dumps(report, indent=1, default=_json_default) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

@@ -52,6 +52,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backends import DEFAULT_HALO
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -427,18 +428,12 @@ def _write_zip(rdf_path: Path, zip_path: Path) -> Path:
     root = rdf_path.parent
     members = [rdf_path] + sorted(p for p in (root / PACKAGE_DIR).rglob("*") if p.is_file())
     zip_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{zip_path.name}.", dir=zip_path.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for p in members:
-                info = zipfile.ZipInfo(p.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                zf.writestr(info, p.read_bytes())
-        os.replace(tmp, zip_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in members:
+            info = zipfile.ZipInfo(p.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, p.read_bytes())
     return zip_path
 
 

@@ -76,13 +76,13 @@ import json
 import logging
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .files import atomic_path
 from .inputs import inner_outlines
 
 __all__ = ["SynthImage", "SynthError", "generate", "write_dataset", "load_dataset", "DEFAULT_CELL_DIAMETER",
@@ -878,18 +878,6 @@ def _outline_noise(rng, outlines, labels, noise, d):
 
 
 # ----------------------------------------------------------------------------- files
-def _atomic_write(path: Path, write) -> None:
-    """Write via ``write(tmp)`` to a hidden temporary name beside ``path``, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_image(img: SynthImage, out: str | os.PathLike, stem: str) -> list[Path]:
@@ -901,11 +889,13 @@ def write_image(img: SynthImage, out: str | os.PathLike, stem: str) -> list[Path
     for suffix, arr in (("_labels.tif", img.labels), ("_outlines.tif", img.outlines),
                         ("_rosettes.tif", img.rosettes)):
         p = out / f"{stem}{suffix}"
-        _atomic_write(p, lambda t, a=arr: tifffile.imwrite(t, a, compression="zlib"))
+        with atomic_path(p) as tmp:
+            tifffile.imwrite(tmp, arr, compression="zlib")
         paths.append(p)
     p = out / f"{stem}.json"
     text = json.dumps(img.meta, indent=1)
-    _atomic_write(p, lambda t: Path(t).write_text(text + "\n"))
+    with atomic_path(p) as tmp:
+        tmp.write_text(text + "\n")
     paths.append(p)
     return paths
 

@@ -37,6 +37,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from rosette_bmz.files import atomic_path
+
 from .config import ConfigError, TrainConfig, load_config
 from .data import CropSampler, Sample, TrainingDataError, load_samples, split_samples, to_input
 
@@ -218,9 +220,8 @@ def _write_csv(path: Path, history: list) -> None:
     w.writeheader()
     for row in history:
         w.writerow({k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k, "")) for k in LOG_COLUMNS})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
 
 
 def _is_better(metric: str, value: float, best: float | None) -> bool:
@@ -355,9 +356,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                  "best_epoch": best_epoch, "best_value": best_value, "best_loss": best_loss,
                  "bad_epochs": bad_epochs, "history": json.dumps(history, default=_finite), "init": init_desc}
-        tmp = state_path.with_name(f".{state_path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
+        with atomic_path(state_path) as tmp:
+            torch.save(state, tmp)
         _write_csv(out / "log.csv", history)
         if on_epoch is not None:
             on_epoch(row)
