@@ -63,6 +63,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
 
+from rosette_bmz.files import atomic_path  # noqa: E402
+
 BORDER = 64  # outputs are compared more than this many pixels from the image border
 FAR = 128    # ... and more than this (beyond the network's receptive field, ~100 px)
 BACKENDS = ("onnx", "torch", "torchscript")
@@ -110,7 +112,6 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 def ort_matmul_gflops(n: int = 2048, repeats: int = 5, threads: int = 2) -> float:
     """Best-of-``repeats`` sgemm rate of onnxruntime's own MatMul (MLAS), for comparison."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -608,11 +609,11 @@ def main(argv=None) -> int:
     res["targets"] = targets(res)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(res, indent=2, default=str))
-    os.replace(tmp_out, out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(res, indent=2, default=str))
     md = markdown(res) + "\n" + targets_markdown(res["targets"]) + "\n"
-    out.with_suffix(".md").write_text(md)
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(md)
     print(md)
     print("wrote", out, "and", out.with_suffix(".md"))
     return 0

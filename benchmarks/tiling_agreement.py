@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rosette_bmz.files import atomic_path  # noqa: E402
 from rosette_bmz.inputs import from_outlines  # noqa: E402
 from rosette_bmz.predict import load_predictor, predict  # noqa: E402
 from rosette_bmz.proposals import find_proposals  # noqa: E402
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
         print("seconds tile", t, res["seconds_per_image"][t], flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(res, indent=2))
     print("wrote", out)
     return 0
 
