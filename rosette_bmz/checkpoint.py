@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .errors import CheckpointError
 from .files import atomic_path
 from .model import AttentionUNet
 
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "LoadedModel", "load_checkpoint", "load_state_dict", "infer_kwargs",
            "build_model", "save_checkpoint", "sidecar_path"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be read or does not fit the Attention U-Net."""
 
 
 @dataclass

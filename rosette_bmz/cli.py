@@ -1,9 +1,10 @@
 """``rosette-bmz`` command line: parses arguments and calls the library.
 
-Heavy imports (torch, onnxruntime, bioimageio) happen inside each command, so
-``rosette-bmz --help`` is instant. Each ``_cmd_*`` function only translates the parsed
-arguments into one library call. Errors the user can fix are printed as one line
-(``error: ...``) with exit code 2.
+The top layer: nothing in the library imports it. Heavy imports (torch, onnxruntime,
+bioimageio) happen inside each command, so ``rosette-bmz --help`` is instant. Each
+``_cmd_*`` function translates the parsed arguments into library calls and prints the
+result. Errors the user can fix (:class:`~rosette_bmz.errors.RosetteError`, a missing
+file, an existing output) are printed as one line (``error: ...``) with exit code 2.
 """
 
 from __future__ import annotations
@@ -13,32 +14,11 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-#: Errors a user can fix: printed as one line, no traceback. Filled lazily so that
-#: importing the CLI stays cheap (see ``_user_errors``).
-_USER_ERROR_NAMES = (
-    ("rosette_bmz.inputs", "InputError"),
-    ("rosette_bmz.checkpoint", "CheckpointError"),
-    ("rosette_bmz.export", "ExportError"),
-    ("rosette_bmz.backends", "ModelError"),
-    ("rosette_bmz.synth", "SynthError"),
-    ("rosette_bmz.evaluate", "EvaluationError"),
-    ("training.config", "ConfigError"),
-)
+from .constants import BACKENDS, INPUT_KINDS, PAD_MODES
+from .errors import RosetteError
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    import importlib
-
-    found: list[type[BaseException]] = [FileNotFoundError, FileExistsError]
-    for mod, name in _USER_ERROR_NAMES:
-        module = sys.modules.get(mod)
-        if module is None:
-            try:
-                module = importlib.import_module(mod)
-            except Exception:
-                continue
-        found.append(getattr(module, name))
-    return tuple(found)
+#: Errors a user can fix besides :class:`~rosette_bmz.errors.RosetteError`: printed as one line.
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -53,42 +33,110 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_cli
+    from .export import PACKAGE_DIR, export_package
 
-    return export_cli(args)
+    authors = [{"name": a.strip()} for a in (args.author or []) if a.strip()] or None
+    rdf = export_package(args.checkpoint, args.out, force=args.force, zip_path=args.zip,
+                         input_kind=args.input_kind, run_test=not args.skip_test, name=args.name, authors=authors)
+    print(f"wrote {rdf} and {rdf.parent / PACKAGE_DIR}/" + (f" and {args.zip}" if args.zip else ""))
+    print("warning: bioimageio.core test_model was skipped" if args.skip_test else "bioimageio.core test_model: passed")
+    return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_cli
+    from tqdm.auto import tqdm
 
-    return predict_cli(args)
+    from .runner import load_predictor, predict_files
+
+    predictor = load_predictor(args.model, args.backend, args.threads, pad=args.pad, tile=args.tile,
+                               border=args.border)
+
+    def report(r) -> None:
+        if not r.ok:
+            tqdm.write(f"error: {r.error}", file=sys.stderr)
+
+    try:
+        results = predict_files(args.inputs, predictor, args.backend, args.input_kind, args.out, mode=args.mode,
+                                tile=args.tile, batch=args.batch, threshold=args.threshold,
+                                min_size=args.min_size, overlay=args.overlay, progress=True, on_result=report)
+    finally:
+        predictor.close()
+    ok = [r for r in results if r.ok]
+    line = (f"predicted {len(ok)}/{len(results)} image(s) with the {args.backend} backend into {args.out}: "
+            f"{sum(r.n_proposals for r in ok)} rosette proposal(s)")
+    if len(ok) < len(results):
+        line += f"; {len(results) - len(ok)} failed"
+    print(line)
+    return 0 if ok and len(ok) == len(results) else 1
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.train import train_cli
+    from .training.train import resolve_config, train
 
-    return train_cli(args)
+    cfg, resume = resolve_config(args.config, init=args.init, out=args.out, resume=args.resume, epochs=args.epochs,
+                                 max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+                                 images=args.images, masks=args.masks, synth_dir=args.synth_dir,
+                                 input_kind=args.input_kind)
+    cols = ("train_loss", "val_loss", "val_dice", "val_event_recall", "val_event_precision", "val_decoy_hit_rate")
+
+    def show(row: dict) -> None:
+        vals = " ".join(f"{c.replace('val_event_', '').replace('val_', 'val ')}="
+                        f"{row[c]:.4f}" for c in cols if isinstance(row.get(c), float))
+        print(f"epoch {row['epoch']:3d}  {vals}  lr={row['lr']:.2g}  ({row['seconds']:.0f} s)", flush=True)
+
+    print(f"training {cfg.name}: data {cfg.data.source}, crops {cfg.data.crop_size}, batch {cfg.optim.batch_size}, "
+          f"up to {cfg.optim.epochs} epochs -> {cfg.out}", flush=True)
+    res = train(cfg, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
+    best = next((r for r in res.history if r["epoch"] == res.best_epoch), None)
+    print(f"stopped: {res.stopped}; best epoch {res.best_epoch}"
+          + (f" (val loss {best['val_loss']:.4f}, dice {best['val_dice']:.3f})" if best else ""))
+    print(f"wrote {res.best}, {res.last} and {res.out / 'log.csv'}")
+    print(f"next: rosette-bmz export --checkpoint {res.best}")
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_cli
+    from pathlib import Path
 
-    return evaluate_cli(args)
+    from .errors import EvaluationError
+    from .evaluate import evaluate_dataset, write_report
+
+    if args.out is not None:  # fail before the (long) evaluation, not after it
+        p = Path(args.out)
+        if p.is_dir() or not p.parent.is_dir():
+            raise EvaluationError(f"{p}: cannot write the report there (a directory, or its folder does not exist)")
+    report = evaluate_dataset(args.model, args.data, args.backend, mode=args.mode, threads=args.threads,
+                              baseline=not args.no_baseline, baseline_input=args.baseline_input, progress=True)
+    print(report["table_markdown"])
+    if args.out is not None:
+        write_report(report, args.out)
+        print(f"\nwrote {args.out}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo_cli
+    from .demo import run_demo
 
-    return demo_cli(args)
+    s = run_demo(args.out)
+    print(f"package:   {s['rdf']}  (passed bioimageio.core test_model)")
+    for key, path in s["outputs"].items():
+        print(f"{key + ':':10} {path}")
+    print(f"sample: {s['n_proposals']} proposal(s) in {s['seconds']:.1f} s; "
+          f"{s['n_detected']}/{s['n_rosettes']} known rosettes found, "
+          f"{s['n_proposals_matched']}/{s['n_proposals']} proposals on a rosette, "
+          f"{s['n_decoys_hit']}/{s['n_decoys']} 4-cell decoys hit")
+    print("review in napari: open the outlines image, then the *_rosettes.tif as labels and the CSV as points")
+    return 0
 
 
 # ----------------------------------------------------------------------------- parser
-def add_export_arguments(p: argparse.ArgumentParser) -> None:
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="state dict (.pt/.pth) to export")
-    p.add_argument("--out", default=None, help="directory for rdf.yaml + model_package/ (default: repo root)")
+    p.add_argument("--out", default=None,
+                   help="directory for rdf.yaml + model_package/ (default: the current directory)")
     p.add_argument("--force", action="store_true", help="overwrite an existing package")
     p.add_argument("--zip", default=None, help="also write the package as a zip archive here")
-    p.add_argument("--input-kind", default="channels", choices=("channels", "outlines", "labels"),
+    p.add_argument("--input-kind", default="channels", choices=INPUT_KINDS,
                    help="what the exported model reads: the 2-channel input (default), or a 1-channel "
                         "outline / label image turned into the 2 channels inside the graph")
     p.add_argument("--skip-test", action="store_true",
@@ -98,9 +146,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="model name for the rdf (default: the rosette detector's)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rosette-bmz",
+        prog=prog or "rosette-bmz",
         description="Nematostella rosette detector: synthetic data, training, BioImage Model Zoo export "
                     "and tiled prediction.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -122,11 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("train", help="train or fine-tune the Attention U-Net")
-    p.add_argument("--config", default=None, help="training config YAML (training/configs/*.yaml)")
+    p.add_argument("--config", default=None,
+                   help="training config: a YAML file, or the name of a shipped one (published, finetune, demo)")
     p.add_argument("--init", default=None, help="start from these weights (checkpoint or rdf.yaml)")
     p.add_argument("--images", default=None, help="folder of outline/label TIFFs to fine-tune on")
     p.add_argument("--masks", default=None, help="folder of rosette masks matching --images by name")
-    p.add_argument("--input-kind", default=None, choices=("channels", "outlines", "labels"),
+    p.add_argument("--input-kind", default=None, choices=INPUT_KINDS,
                    help="what the --images are (default from the config: outlines)")
     p.add_argument("--synth-dir", default=None, help="train on a folder written by `rosette-bmz synth`")
     p.add_argument("--out", default=None, help="run directory (default from the config)")
@@ -138,22 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="write a BioImage Model Zoo package (rdf.yaml + model_package/)")
-    add_export_arguments(p)
+    _add_export_arguments(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="tiled prediction and rosette proposals for napari")
     p.add_argument("inputs", nargs="+", help="image files or folders (TIFF, NPY, PNG)")
     p.add_argument("--model", required=True, help="rdf.yaml or a checkpoint (.pt)")
-    p.add_argument("--backend", default="onnx", choices=("onnx", "torch", "torchscript", "bioimageio"))
-    p.add_argument("--input-kind", default="outlines", choices=("channels", "outlines", "labels"))
+    p.add_argument("--backend", default="onnx", choices=BACKENDS)
+    p.add_argument("--input-kind", default="outlines", choices=INPUT_KINDS)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--mode", default="halo", choices=("halo", "published"),
                    help="stitching: 'halo' (fast, default) or 'published' (512 window, 128 overlap, averaging)")
     p.add_argument("--tile", type=int, default=None,
                    help="largest tile side in halo mode (multiple of 16; default from the model width)")
-    p.add_argument("--batch", type=int, default=None, help="tiles per forward pass (default: what fits the activation budget)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime / torch intra-op threads (default: all cores)")
-    p.add_argument("--pad", default=None, choices=("symmetric", "reflect", "constant"),
+    p.add_argument("--batch", type=int, default=None,
+                   help="tiles per forward pass (default: what fits the activation budget)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime / torch intra-op threads (default: all cores)")
+    p.add_argument("--pad", default=None, choices=PAD_MODES,
                    help="image-border padding in halo mode (default: the package's, else constant = zeros)")
     p.add_argument("--border", type=int, default=None,
                    help="pixels of --pad padding added at the image border in halo mode (default: 0 for zeros, "
@@ -166,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="model-card table: the model and the classical baseline side by side")
     p.add_argument("--model", required=True, help="rdf.yaml or a checkpoint (.pt)")
     p.add_argument("--data", required=True, help="folder written by `rosette-bmz synth` (or same layout)")
-    p.add_argument("--backend", default="onnx", choices=("onnx", "torch", "torchscript", "bioimageio"))
+    p.add_argument("--backend", default="onnx", choices=BACKENDS)
     p.add_argument("--mode", default="published", choices=("published", "halo"),
                    help="tiling: 'published' (512 window, 128 overlap, as the model card; default) or 'halo'")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime / torch intra-op threads")
@@ -180,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run one ``rosette-bmz`` command; user errors print one line and return 2."""
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
@@ -190,11 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except (RosetteError, *_USER_OS_ERRORS) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

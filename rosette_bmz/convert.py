@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import ConversionError
 from .files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ __all__ = ["ONNX_OPSET", "ConversionError", "to_torchscript", "to_torchscript_re
 
 #: deepImageJ reads ONNX opset <= 17 and no external data files.
 ONNX_OPSET = 17
-
-
-class ConversionError(RuntimeError):
-    """A converted model disagrees with eager PyTorch (or could not be converted)."""
 
 
 def strip_torchscript_debug(data: bytes) -> bytes:

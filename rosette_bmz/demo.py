@@ -1,6 +1,6 @@
 """``rosette-bmz demo``: the main job, end to end, on the shipped defaults.
 
-1. export the committed demo checkpoint (``training/demo/rosette_demo.pt``) into a BioImage
+1. export the shipped demo checkpoint (``rosette_bmz/data/rosette_demo.pt``) into a BioImage
    Model Zoo package (rdf.yaml + model_package/, checked with ``bioimageio.core.test_model``);
 2. predict the bundled synthetic sample (``rosette_bmz/data/sample_outlines.tif``, 1024 x 1024
    Cellpose-style outlines) from that rdf.yaml with the onnxruntime backend;
@@ -24,24 +24,23 @@ SAMPLE_STEM = "sample"
 
 
 def demo_checkpoint() -> Path:
-    from .export import repo_root
-
-    return repo_root() / "training" / "demo" / "rosette_demo.pt"
+    """The shipped demo weights (package data; see training/README.md for how they were made)."""
+    return DATA_DIR / "rosette_demo.pt"
 
 
 def run_demo(out: str | Path = "out/demo", backend: str = "onnx", run_test: bool = True) -> dict[str, Any]:
     """Export the demo weights, predict the bundled sample, score it. Returns a summary dict."""
-    from .checkpoint import CheckpointError
-    from .evaluate import EvaluationError
+    from .errors import CheckpointError, EvaluationError
     from .export import export_package
     from .inputs import read_image
     from .metrics import MetricsAccumulator
-    from .predict import predict_files
+    from .runner import predict_files
 
     out = Path(out)
     ckpt = demo_checkpoint()
     if not ckpt.is_file():
-        raise CheckpointError(f"demo checkpoint {ckpt}: no such file (run from a source checkout of rosette-bmz)")
+        raise CheckpointError(f"demo checkpoint {ckpt}: no such file (the installed package is incomplete; "
+                              "reinstall rosette-bmz)")
     sample = DATA_DIR / f"{SAMPLE_STEM}_outlines.tif"
     if not sample.is_file():
         raise EvaluationError(f"bundled sample {sample}: no such file")
@@ -59,16 +58,3 @@ def run_demo(out: str | Path = "out/demo", backend: str = "onnx", run_test: bool
             "n_proposals": result.n_proposals, "n_rosettes": s["n_rosettes"], "n_detected": s["n_detected"],
             "n_proposals_matched": s["n_proposals_matched"], "n_decoys": s["n_decoys"],
             "n_decoys_hit": s["n_decoys_hit"], "seconds": result.seconds}
-
-
-def demo_cli(args: Any) -> int:
-    s = run_demo(args.out)
-    print(f"package:   {s['rdf']}  (passed bioimageio.core test_model)")
-    for key, path in s["outputs"].items():
-        print(f"{key + ':':10} {path}")
-    print(f"sample: {s['n_proposals']} proposal(s) in {s['seconds']:.1f} s; "
-          f"{s['n_detected']}/{s['n_rosettes']} known rosettes found, "
-          f"{s['n_proposals_matched']}/{s['n_proposals']} proposals on a rosette, "
-          f"{s['n_decoys_hit']}/{s['n_decoys']} 4-cell decoys hit")
-    print("review in napari: open the outlines image, then the *_rosettes.tif as labels and the CSV as points")
-    return 0

@@ -28,10 +28,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as M
+from .errors import EvaluationError
 from .files import atomic_path
 
 __all__ = ["EvaluationError", "EvalImage", "MODEL_CARD", "load_eval_dataset", "evaluate_dataset",
-           "format_table", "write_report", "evaluate_cli"]
+           "format_table", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ ROWS: tuple[tuple[str, str, str | None, str], ...] = (
 )
 
 _SUFFIXES = (".tif", ".tiff")
-
-
-class EvaluationError(ValueError):
-    """A dataset folder or an argument that evaluation cannot use (the message names it)."""
 
 
 @dataclass
@@ -204,11 +201,11 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
                      *, predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, mode: str = "published",
                      threads: int | None = None, baseline: bool = True, baseline_input: str = "outlines",
                      baseline_params: dict[str, Any] | None = None, threshold: float = M.THRESHOLD,
-                     min_size: int = M.MIN_SIZE, progress: bool = False) -> dict[str, Any]:
+                     min_size: int = M.MIN_PROPOSAL_SIZE, progress: bool = False) -> dict[str, Any]:
     """Score ``model`` and the classical baseline on the ground truth in ``data_dir``.
 
     ``model``: rdf.yaml / package folder / checkpoint / torch module (None with ``predict_fn``), run through
-    :func:`rosette_bmz.predict.load_predictor` with ``backend`` and tiled ``mode``
+    :func:`rosette_bmz.runner.load_predictor` with ``backend`` and tiled ``mode``
     (default ``published``: 512 windows, 128 overlap, as the card was computed).
     ``predict_fn``: instead of a model, any function ``(2, H, W) float32 -> (H, W)``
     probability (e.g. for tests or another detector). ``data_dir``: a folder (module doc)
@@ -238,7 +235,7 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
     predictor = None
     model_name = "custom predict_fn"
     if predict_fn is None:
-        from .predict import load_predictor, predict
+        from .runner import load_predictor, predict
 
         predictor = load_predictor(model, backend, threads)
         model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
@@ -332,21 +329,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def evaluate_cli(args: Any) -> int:
-    """``rosette-bmz evaluate``: print the table, write the JSON report if ``--out`` is given."""
-    out = getattr(args, "out", None)
-    if out is not None:  # fail before the (long) evaluation, not after it
-        p = Path(out)
-        if p.is_dir() or not p.parent.is_dir():
-            raise EvaluationError(f"{p}: cannot write the report there (a directory, or its folder does not exist)")
-    report = evaluate_dataset(args.model, args.data, args.backend, mode=getattr(args, "mode", "published"),
-                              threads=getattr(args, "threads", None),
-                              baseline=not getattr(args, "no_baseline", False),
-                              baseline_input=getattr(args, "baseline_input", "outlines"), progress=True)
-    print(report["table_markdown"])
-    if out is not None:
-        write_report(report, out)
-        print(f"\nwrote {out}")
-    return 0

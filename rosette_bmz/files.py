@@ -6,22 +6,40 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Hashable, Iterator, Mapping, TypeVar
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "atomic_paths", "temp_name"]
+
+K = TypeVar("K", bound=Hashable)
+
+
+def temp_name(path: str | os.PathLike) -> Path:
+    """A hidden, unique temporary name beside ``path`` (same folder, so a rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+@contextmanager
+def atomic_paths(paths: Mapping[K, str | os.PathLike]) -> Iterator[dict[K, Path]]:
+    """Yield a temporary path for each of ``paths``; write them inside the ``with`` block.
+
+    When the block ends normally every temporary file is renamed onto its final path (each
+    rename is atomic on one file system, and none happens before all files are complete);
+    when it raises, the temporary files are deleted and the final paths are left as they were.
+    """
+    finals = {k: Path(p) for k, p in paths.items()}
+    tmps = {k: temp_name(p) for k, p in finals.items()}
+    try:
+        yield tmps
+        for k, final in finals.items():
+            os.replace(tmps[k], final)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``path``; write it inside the ``with`` block.
-
-    When the block ends normally the temporary file is renamed onto ``path`` (atomic on one
-    file system); when it raises, the temporary file is deleted and ``path`` is left as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """:func:`atomic_paths` for one file: yield a temporary path, rename it onto ``path`` on success."""
+    with atomic_paths({0: path}) as tmps:
+        yield tmps[0]

@@ -26,66 +26,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from .constants import IMAGE_SUFFIXES, INPUT_KINDS
+from .errors import InputError
+
 __all__ = ["InputError", "InputKind", "INPUT_KINDS", "MAX_OUTLINE_FRACTION", "from_outlines", "from_labels",
-           "from_channels", "build_input", "inner_outlines", "read_image", "load_input"]
+           "from_channels", "build_input", "inner_outlines", "read_image", "load_input", "squeeze", "check_values",
+           "validated", "channels_from_foreground", "check_model_input"]
 
 InputKind = Literal["channels", "outlines", "labels"]
-INPUT_KINDS: tuple[str, ...] = ("channels", "outlines", "labels")
 
 #: Outline images cover about 5-25 % of the pixels (cells 10-60 px across); a binary
 #: image with more foreground than this is a filled mask or inverted outlines.
 MAX_OUTLINE_FRACTION = 0.45
 
 
-class InputError(ValueError):
-    """An input image that cannot be turned into the model's 2-channel input."""
-
-
 def _name(name: str | None) -> str:
     return name or "input"
 
 
-def _as_2d(arr: np.ndarray, name: str, what: str) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.size == 0:
-        raise InputError(f"{name}: empty {what} (shape {arr.shape})")
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"{name}: {what} must be numeric, got dtype {arr.dtype}")
-    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
-        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
-    if arr.ndim != 2:
-        hint = ""
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            hint = " (looks like an RGB/RGBA picture; give the binary outline or label image itself)"
-        elif arr.ndim == 3:
-            hint = " (looks like a 3D stack or multi-channel image; give one 2D plane)"
-        raise InputError(f"{name}: {what} must be a 2D (y, x) image, got shape {arr.shape}{hint}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise InputError(f"{name}: {what} contains NaN or infinite values")
-    return arr
-
-
-def _binary_foreground(arr: np.ndarray, name: str) -> np.ndarray:
-    values = np.unique(arr)
-    if values.size > 2:
-        raise InputError(
-            f"{name}: outlines must be binary (two values, e.g. 0/1, 0/255 or bool), but the image has "
-            f"{values.size} distinct values ({_preview(values)}); this looks like a label image: use "
-            "from_labels / --input-kind labels")
-    if values.size == 2 and values[0] != 0:
-        raise InputError(f"{name}: binary outlines need 0 as background, got values {_preview(values)}")
-    fg = arr > 0
-    frac = float(fg.mean())
-    if frac > MAX_OUTLINE_FRACTION:
-        raise InputError(
-            f"{name}: {frac:.0%} of the pixels are foreground, far too many for cell outlines (typically "
-            f"5-25 %, at most {MAX_OUTLINE_FRACTION:.0%}); this looks like a filled mask or inverted "
-            "outlines: give thin outlines (lines = 1, background = 0) or the label image")
-    return fg
+_WHAT = {"outlines": "outlines", "labels": "label image", "channels": "input"}
 
 
 def _preview(values: np.ndarray) -> str:
@@ -93,16 +56,115 @@ def _preview(values: np.ndarray) -> str:
     return shown + (", ..." if values.size > 5 else "")
 
 
-def from_outlines(outlines: np.ndarray, name: str | None = None) -> np.ndarray:
-    """Binary outline image (H, W) -> float32 (2, H, W) [thick band, thin lines]."""
+def squeeze(arr: Any, kind: str, name: str | None = None) -> Any:
+    """Bring ``arr`` to (H, W) (outlines, labels) or (2, H, W) (channels) by its shape alone.
+
+    Singleton axes are dropped and a channels-last (H, W, 2) input is moved to the front;
+    nothing is read, so ``arr`` may be a memory map of an image larger than memory.
+    """
+    name = _name(name)
+    if kind not in _WHAT:
+        raise InputError(f"unknown input kind {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    arr = arr if hasattr(arr, "shape") and hasattr(arr, "dtype") else np.asarray(arr)
+    shape = tuple(arr.shape)
+    if 0 in shape or not shape:
+        raise InputError(f"{name}: empty {_WHAT[kind]} (shape {shape})")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{name}: {_WHAT[kind]} must be numeric, got dtype {arr.dtype}")
+    if kind == "channels":
+        if len(shape) == 4 and shape[0] == 1:
+            arr, shape = arr[0], shape[1:]
+        if len(shape) == 3 and shape[-1] == 2 and shape[0] != 2:
+            arr = np.moveaxis(arr, -1, 0)
+        elif len(shape) != 3 or shape[0] != 2:
+            raise InputError(f"{name}: a 2-channel input must have shape (2, H, W), got {shape}")
+        return arr
+    if len(shape) == 3 and 1 in (shape[0], shape[-1]):
+        arr = arr[0] if shape[0] == 1 else arr[..., 0]
+    if arr.ndim != 2:
+        hint = ""
+        if len(shape) == 3 and shape[-1] in (3, 4):
+            hint = " (looks like an RGB/RGBA picture; give the binary outline or label image itself)"
+        elif len(shape) == 3:
+            hint = " (looks like a 3D stack or multi-channel image; give one 2D plane)"
+        raise InputError(f"{name}: {_WHAT[kind]} must be a 2D (y, x) image, got shape {shape}{hint}")
+    return arr
+
+
+def check_values(arr: Any, kind: str, name: str | None = None, rows: int = 1024) -> None:
+    """The value checks of an input of ``kind`` (after :func:`squeeze`), ``rows`` rows at a time.
+
+    One validator for images in memory and images streamed from disk (memory O(strip)):
+    finite numbers; binary 0/1 channels; binary outlines with background 0 and at most
+    :data:`MAX_OUTLINE_FRACTION` foreground (else a filled mask or a label image); whole,
+    non-negative labels, more than one of them (else a binary outline image).
+    """
+    name = _name(name)
+    what = _WHAT[kind]
+    if kind == "labels" and arr.dtype.kind == "b":
+        raise InputError(f"{name}: a boolean image is not a label image; use from_outlines / --input-kind outlines")
+    values = np.zeros(0, dtype=arr.dtype)
+    fg = 0
+    H = arr.shape[-2]
+    for r0 in range(0, H, rows):
+        s = np.asarray(arr[..., r0:r0 + rows, :])
+        if s.dtype.kind == "f" and not np.isfinite(s).all():
+            raise InputError(f"{name}: {what} contains NaN or infinite values")
+        if kind == "channels":
+            bad = ~np.isin(s, (0, 1))
+            if bad.any():
+                raise InputError(f"{name}: the 2-channel input must be binary 0/1, found values such as "
+                                 f"{_preview(np.unique(s[bad]))}")
+            continue
+        if kind == "labels":
+            if s.dtype.kind == "f" and not np.array_equal(s, np.round(s)):
+                raise InputError(f"{name}: label image has non-integer values (dtype {s.dtype}); labels must "
+                                 "be whole numbers, one per cell")
+            if s.min() < 0:
+                raise InputError(f"{name}: label image has negative values (min {s.min():g})")
+        values = np.union1d(values, np.unique(s))
+        fg += int(np.count_nonzero(s))
+        if kind == "outlines" and values.size > 2:
+            raise InputError(
+                f"{name}: outlines must be binary (two values, e.g. 0/1, 0/255 or bool), but the image has "
+                f"more than 2 distinct values ({_preview(values)}); this looks like a label image: use "
+                "from_labels / --input-kind labels")
+    if kind == "channels":
+        return
+    frac = fg / (arr.shape[-2] * arr.shape[-1])
+    if kind == "outlines":
+        if values.size == 2 and values[0] != 0:
+            raise InputError(f"{name}: binary outlines need 0 as background, got values {_preview(values)}")
+        if frac > MAX_OUTLINE_FRACTION:
+            raise InputError(
+                f"{name}: {frac:.0%} of the pixels are foreground, far too many for cell outlines (typically "
+                f"5-25 %, at most {MAX_OUTLINE_FRACTION:.0%}); this looks like a filled mask or inverted "
+                "outlines: give thin outlines (lines = 1, background = 0) or the label image")
+    elif np.count_nonzero(values) <= 1 and frac < MAX_OUTLINE_FRACTION:
+        raise InputError(f"{name}: label image holds a single label covering {frac:.0%} of the image; this "
+                         "looks like a binary outline image: use from_outlines / --input-kind outlines")
+
+
+def validated(arr: Any, kind: str, name: str | None = None) -> Any:
+    """:func:`squeeze` + :func:`check_values`: the one guard every input goes through."""
+    arr = squeeze(arr, kind, name)
+    check_values(arr, kind, name)
+    return arr
+
+
+def channels_from_foreground(fg: np.ndarray) -> np.ndarray:
+    """Boolean outline pixels (H, W) -> float32 (2, H, W) [thick band, thin lines]."""
     from skimage.segmentation import find_boundaries
 
-    name = _name(name)
-    fg = _binary_foreground(_as_2d(outlines, name, "outlines"), name)
     out = np.empty((2,) + fg.shape, dtype=np.float32)
     out[0] = find_boundaries(fg, mode="thick")
     out[1] = fg
     return out
+
+
+def from_outlines(outlines: np.ndarray, name: str | None = None) -> np.ndarray:
+    """Binary outline image (H, W) -> float32 (2, H, W) [thick band, thin lines]."""
+    return channels_from_foreground(np.asarray(validated(outlines, "outlines", name)) > 0)
 
 
 def inner_outlines(labels: np.ndarray) -> np.ndarray:
@@ -115,51 +177,15 @@ def inner_outlines(labels: np.ndarray) -> np.ndarray:
     return differs & (centre > 0)
 
 
-def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
-    lab = _as_2d(labels, name, "label image")
-    if lab.dtype.kind == "b":
-        raise InputError(f"{name}: a boolean image is not a label image; use from_outlines / --input-kind outlines")
-    if lab.dtype.kind == "f":
-        if not np.array_equal(lab, np.round(lab)):
-            raise InputError(f"{name}: label image has non-integer values (dtype {lab.dtype}); "
-                             "labels must be whole numbers, one per cell")
-    if lab.min() < 0:
-        raise InputError(f"{name}: label image has negative values (min {lab.min():g})")
-    n_labels = np.unique(lab).size - (1 if lab.min() == 0 else 0)
-    if n_labels <= 1 and (lab > 0).mean() < MAX_OUTLINE_FRACTION:
-        raise InputError(f"{name}: label image holds a single label covering {(lab > 0).mean():.0%} "
-                         "of the image; this looks like a binary outline image: use from_outlines / "
-                         "--input-kind outlines")
-    return lab.astype(np.int64, copy=False)
-
-
 def from_labels(labels: np.ndarray, name: str | None = None) -> np.ndarray:
     """Label image (H, W), one integer per cell, 0 = background -> float32 (2, H, W)."""
-    name = _name(name)
-    return from_outlines(inner_outlines(_check_labels(labels, name)).astype(np.uint8), name)
+    lab = np.asarray(validated(labels, "labels", name)).astype(np.int64, copy=False)
+    return channels_from_foreground(inner_outlines(lab))
 
 
 def from_channels(channels: np.ndarray, name: str | None = None) -> np.ndarray:
     """Validate an already-built (2, H, W) input and return it as float32."""
-    name = _name(name)
-    arr = np.asarray(channels)
-    if arr.size == 0:
-        raise InputError(f"{name}: empty array (shape {arr.shape})")
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 3 and arr.shape[-1] == 2 and arr.shape[0] != 2:
-        arr = np.moveaxis(arr, -1, 0)
-    if arr.ndim != 3 or arr.shape[0] != 2:
-        raise InputError(f"{name}: a 2-channel input must have shape (2, H, W), got {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"{name}: input must be numeric, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise InputError(f"{name}: input contains NaN or infinite values")
-    bad = ~np.isin(arr, (0, 1))
-    if bad.any():
-        raise InputError(f"{name}: the 2-channel input must be binary 0/1, found values such as "
-                         f"{_preview(np.unique(arr[bad]))}")
-    return arr.astype(np.float32, copy=False)
+    return np.asarray(validated(channels, "channels", name)).astype(np.float32, copy=False)
 
 
 def build_input(array: np.ndarray, kind: str = "outlines", name: str | None = None) -> np.ndarray:
@@ -168,6 +194,20 @@ def build_input(array: np.ndarray, kind: str = "outlines", name: str | None = No
     if kind not in builders:
         raise InputError(f"unknown input kind {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
     return builders[kind](array, name)
+
+
+def check_model_input(x: Any, channels: int, name: str = "input") -> np.ndarray:
+    """A (channels, H, W) array the network can run on: numeric and finite (values are not checked)."""
+    x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if x.ndim != 3 or x.shape[0] != channels:
+        raise InputError(f"{name}: expected a ({channels}, H, W) array, got shape {x.shape}")
+    if x.size == 0:
+        raise InputError(f"{name}: empty array (shape {x.shape})")
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{name}: must be numeric, got dtype {x.dtype}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+    return x
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -190,7 +230,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 return np.asarray(im)
     except Exception as exc:
         raise InputError(f"{path}: cannot read as {suffix[1:].upper()} ({type(exc).__name__}: {exc})") from None
-    raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use .tif/.tiff, .npy or .png")
+    raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use {', '.join(IMAGE_SUFFIXES)}")
 
 
 def load_input(path: str | os.PathLike, kind: str = "outlines") -> np.ndarray:

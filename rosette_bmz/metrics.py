@@ -63,8 +63,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .constants import DEFAULT_DECOY_RADIUS, MIN_PROPOSAL_SIZE, THRESHOLD
+
 __all__ = [
-    "THRESHOLD", "TIER_LOW_THRESHOLD", "MIN_SIZE", "DEFAULT_DECOY_RADIUS",
+    "THRESHOLD", "TIER_LOW_THRESHOLD", "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS",
     "soft_dice", "pixel_counts", "rosette_pixel_stats", "event_counts", "proposal_components",
     "proposal_counts", "decoy_hits", "decoy_radius", "ImageCounts", "image_counts", "summarize",
     "MetricsAccumulator",
@@ -72,14 +74,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Probability threshold of the card's pixel metrics, event recall and the proposals.
-THRESHOLD = 0.5
 #: Lower threshold of the card's first coverage tier (>= 10 % of pixels at 0.4).
 TIER_LOW_THRESHOLD = 0.4
-#: Proposals smaller than this (pixels) are dropped, as in the published post-processing.
-MIN_SIZE = 10
-#: Decoy radius (pixels) when the cell diameter is not known.
-DEFAULT_DECOY_RADIUS = 6.0
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -155,7 +151,7 @@ def event_counts(prob: np.ndarray, rosettes: np.ndarray) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------- proposals
-def proposal_components(prob: np.ndarray, threshold: float = THRESHOLD, min_size: int = MIN_SIZE
+def proposal_components(prob: np.ndarray, threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE
                         ) -> tuple[np.ndarray, int]:
     """Proposals exactly as ``rosette-bmz predict`` writes them (:func:`rosette_bmz.proposals.find_proposals`):
     8-connected components of ``prob > threshold`` with ``>= min_size`` pixels.
@@ -238,7 +234,7 @@ class ImageCounts:
 
 
 def image_counts(prob: np.ndarray, rosettes: np.ndarray, decoys: Sequence[Mapping[str, Any]] = (), *,
-                 threshold: float = THRESHOLD, min_size: int = MIN_SIZE,
+                 threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE,
                  radius: float = DEFAULT_DECOY_RADIUS) -> ImageCounts:
     """All counts of one image (see the module doc for every definition)."""
     prob, rosettes = _check_pair(prob, rosettes)
@@ -289,7 +285,7 @@ def summarize(c: ImageCounts) -> dict[str, Any]:
 class MetricsAccumulator:
     """Add images one by one (``add``), read the dataset metrics with ``summary()``."""
 
-    def __init__(self, threshold: float = THRESHOLD, min_size: int = MIN_SIZE) -> None:
+    def __init__(self, threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE) -> None:
         self.threshold = threshold
         self.min_size = min_size
         self.counts = ImageCounts()

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .constants import MIN_PROPOSAL_SIZE, THRESHOLD
+
 __all__ = ["CSV_COLUMNS", "find_proposals", "release", "write_tiff", "write_csv", "read_csv", "write_overlay"]
 
 CSV_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "max_prob", "mean_prob", "axis-0", "axis-1")
@@ -60,7 +62,8 @@ def release(arr: Any) -> None:
         pass
 
 
-def find_proposals(prob: Any, threshold: float = 0.5, min_size: int = 10, *, out: np.ndarray | None = None
+def find_proposals(prob: Any, threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE, *,
+                   out: np.ndarray | None = None
                    ) -> tuple[np.ndarray, list[dict]]:
     """Threshold, 8-connected components, drop objects < ``min_size`` px.
 

@@ -82,6 +82,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import SynthError
 from .files import atomic_path
 from .inputs import inner_outlines
 
@@ -105,10 +106,6 @@ _HEX_AREA = math.sqrt(3) / 2  # area of a hexagonal cell of centre spacing 1
 _MASK_DEFINITION = ("union of the participating cells (k wedge cells, plus the central cell for the extrusion "
                     "kind) of the clean tiling, clipped to a disc of radius mask_radius * local cell diameter "
                     "around the centre")
-
-
-class SynthError(ValueError):
-    """Bad arguments to the synthetic-data generator, or a synthetic dataset that cannot be read."""
 
 
 @dataclass

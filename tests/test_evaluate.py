@@ -159,7 +159,7 @@ def test_cli_with_a_real_checkpoint(tmp_path, synth_dir, tiny_state, capsys):
     m = rep["metrics"]["model"]
     assert 0 <= m["pixel_f1"] <= 1 and 0 <= m["event_recall"] <= 1
     # the numbers equal an independent run of the same predictor through the library
-    from rosette_bmz.predict import load_predictor, predict
+    from rosette_bmz.runner import load_predictor, predict
 
     pred = load_predictor(str(ckpt), "torch")
     items = E.load_eval_dataset(synth_dir)

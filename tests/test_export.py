@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import yaml
 
-from rosette_bmz.export import (HALO, MIN_SIZE, PACKAGE_DIR, STEP, ExportError, build_test_data, export_package,
-                                repo_root, validate_rdf)
+from rosette_bmz.constants import DIVISOR, PACKAGE_MIN_SIZE
+from rosette_bmz.demo import demo_checkpoint
+from rosette_bmz.export import HALO, PACKAGE_DIR, ExportError, build_test_data, export_package, validate_rdf
 
-ROOT = repo_root()
-DEMO_CHECKPOINT = ROOT / "training" / "demo" / "rosette_demo.pt"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CHECKPOINT = demo_checkpoint()
 #: Files computed from the model's output on this CPU: compared numerically across machines.
 OUTPUT_DERIVED = ("test_output.npy", "sample_output.tif", "cover.png")
 
@@ -130,7 +131,7 @@ def test_rdf_is_the_0_5_4_dialect_consumers_read(exported, tiny_ckpt):
     (inp,), (out,) = rdf["inputs"], rdf["outputs"]
     assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
     assert [a.get("id") for a in inp["axes"][2:]] == ["y", "x"]
-    assert all(a["size"] == {"min": MIN_SIZE, "step": STEP} for a in inp["axes"][2:])
+    assert all(a["size"] == {"min": PACKAGE_MIN_SIZE, "step": DIVISOR} for a in inp["axes"][2:])
     assert inp["axes"][1]["channel_names"] == ["thick_boundaries", "outlines"]
     assert inp["preprocessing"] == [{"id": "scale_range", "kwargs": {
         "axes": ["y", "x"], "min_percentile": 0.0, "max_percentile": 100.0}}]
@@ -257,7 +258,7 @@ def test_cli_export_with_author_and_name(tiny_ckpt, tmp_path, capsys):
 def test_validation_section_reads_the_evaluation_report(tmp_path):
     import json
 
-    from rosette_bmz.export import _validation_section
+    from rosette_bmz.export.docs import validation_section as _validation_section
 
     ckpt = tmp_path / "weights.pt"
     assert _validation_section(ckpt).startswith("Not evaluated")
@@ -391,7 +392,7 @@ def test_committed_halo_makes_bioimageio_core_blocking_seamless(tmp_path):
     if not (ROOT / "rdf.yaml").is_file():
         pytest.skip("no committed root package yet")
     from rosette_bmz.inputs import from_outlines
-    from rosette_bmz.predict import load_predictor, predict
+    from rosette_bmz.runner import load_predictor, predict
     from rosette_bmz.synth import generate
 
     text = (ROOT / "rdf.yaml").read_text()

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from rosette_bmz.backends import DEFAULT_HALO
+from rosette_bmz.constants import DEFAULT_HALO, PUBLISHED_OVERLAP, PUBLISHED_WINDOW
+from rosette_bmz.errors import ModelError
 from rosette_bmz.inputs import InputError, from_labels, from_outlines
-from rosette_bmz.predict import (DEFAULT_TILE, PUBLISHED_OVERLAP, PUBLISHED_WINDOW, ModelError, halo_plan,
-                                 load_predictor, mirror_index, predict, predict_files, published_plan)
+from rosette_bmz.runner import (DEFAULT_TILE, halo_plan, load_predictor, mirror_index, predict, predict_files,
+                                published_plan)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,7 +230,7 @@ def test_checkpoint_converted_on_the_fly_agrees_with_torch(tiny_ckpt, onnx_pred,
 def test_onnx_from_rdf_never_imports_torch(package, tmp_path):
     code = f"""
 import sys, numpy as np
-from rosette_bmz.predict import load_predictor, predict, predict_files
+from rosette_bmz.runner import load_predictor, predict, predict_files
 from rosette_bmz.synth import generate
 s = generate((100, 120), seed=1)
 np.save(r"{tmp_path}/img.npy", s.outlines)
@@ -431,7 +432,7 @@ def test_cli_missing_model_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_default_tile_follows_the_model_width(tiny_ckpt, package):
-    from rosette_bmz.predict import DEFAULT_CONTEXT, default_tile
+    from rosette_bmz.runner import DEFAULT_CONTEXT, default_tile
 
     assert default_tile(64) == DEFAULT_TILE == 720
     assert default_tile(16) == 1440 and default_tile(4) == 2896
@@ -445,7 +446,7 @@ def test_default_tile_follows_the_model_width(tiny_ckpt, package):
 
 
 def test_activation_budget_and_border_are_checked(tiny_model):
-    from rosette_bmz.predict import ACTIVATION_BUDGET, MAX_IN_MEMORY_BUDGET, in_memory_budget
+    from rosette_bmz.runner import ACTIVATION_BUDGET, MAX_IN_MEMORY_BUDGET, in_memory_budget
 
     assert ACTIVATION_BUDGET <= in_memory_budget() <= MAX_IN_MEMORY_BUDGET
     with pytest.raises(ModelError, match="border"):
@@ -456,7 +457,7 @@ def test_receptive_field_is_within_the_tile_context(tiny_model):
     """Why 112 px of context make tiles exact for any weights: no output moves further away."""
     import torch
 
-    from rosette_bmz.predict import DEFAULT_CONTEXT
+    from rosette_bmz.runner import DEFAULT_CONTEXT
 
     x = (torch.rand(1, 2, 320, 320, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     with torch.no_grad():

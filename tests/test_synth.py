@@ -239,8 +239,6 @@ def test_no_accidental_rosettes_in_background():
     lab = img.clean_labels
     centres = np.array([[r["y"], r["x"]] for r in img.meta["rosettes"] + img.meta["decoys"]])
     r = 3
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    disc = yy ** 2 + xx ** 2 <= r * r
     checked = 0
     for y, x in zip(*_junction_pixels(lab)):
         if not (r <= y < lab.shape[0] - r and r <= x < lab.shape[1] - r):

@@ -13,10 +13,10 @@ import tifffile
 torch = pytest.importorskip("torch")
 
 from rosette_bmz.inputs import inner_outlines  # noqa: E402
-from training.config import ConfigError, TrainConfig, load_config  # noqa: E402
-from training.data import (CropSampler, Sample, TrainingDataError, build_augmentation,  # noqa: E402
+from rosette_bmz.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
+from rosette_bmz.training.data import (CropSampler, Sample, TrainingDataError, build_augmentation,  # noqa: E402
                            choose_crop_kind, match_pairs, sample_crop, split_samples)
-from training.train import load_init_state, rosette_loss, select_device  # noqa: E402
+from rosette_bmz.training.train import load_init_state, rosette_loss, select_device  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- toy data
@@ -234,7 +234,7 @@ def test_match_pairs(tmp_path):
 
 def test_synthetic_sources_on_the_fly_and_from_disk(tmp_path):
     from rosette_bmz.synth import write_dataset
-    from training.data import load_samples
+    from rosette_bmz.training.data import load_samples
 
     cfg = load_config(None, {"data.source": "synth", "data.synth": {"n_images": 2, "size": 160, "seed": 7}})
     fly = load_samples(cfg.data)
@@ -294,7 +294,7 @@ def test_tiny_training_run_through_the_cli_and_resume(tmp_path, capsys):
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
-    from training.train import train
+    from rosette_bmz.training.train import train
 
     img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
     base = {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.elastic_p": 0.0}
@@ -331,7 +331,7 @@ def test_init_from_rdf_yaml(tmp_path, tiny_state):
                                        "    source: weights.pt\n")
     state = load_init_state(tmp_path / "rdf.yaml")
     assert all(torch.equal(state[k], tiny_state[k]) for k in tiny_state)
-    (tmp_path / "url.yaml").write_text("weights: {pytorch_state_dict: {source: 'https://x/y.pt'}}\n")
+    (tmp_path / "url.yaml").write_text("type: model\nweights: {pytorch_state_dict: {source: 'https://x/y.pt'}}\n")
     with pytest.raises(CheckpointError, match="URL"):
         load_init_state(tmp_path / "url.yaml")
     (tmp_path / "other.yaml").write_text("name: not a model\n")
@@ -342,8 +342,8 @@ def test_init_from_rdf_yaml(tmp_path, tiny_state):
 def test_finetune_from_checkpoint_lowers_the_loss_and_changes_the_weights(tmp_path, tiny_state):
     from rosette_bmz.checkpoint import build_model, load_checkpoint
     from rosette_bmz.cli import main
-    from training.data import load_samples
-    from training.train import validate
+    from rosette_bmz.training.data import load_samples
+    from rosette_bmz.training.train import validate
 
     init = tmp_path / "init.pt"
     torch.save(tiny_state, init)

@@ -1,10 +1,10 @@
 """Training of the rosette Attention U-Net: the published recipe, demo weights, fine-tuning.
 
-    rosette-bmz train --config training/configs/published.yaml --images DIR --masks DIR
+    rosette-bmz train --config published --images DIR --masks DIR     # configs ship in configs/
     rosette-bmz train --init rdf.yaml --images DIR --masks DIR        # human-in-the-loop fine-tuning
 
-See :mod:`training.config` (every setting, with the published values), :mod:`training.data`
-(sources, crop sampler, augmentation) and :mod:`training.train` (the loop).
+See :mod:`.config` (every setting, with the published values; the YAML files in ``configs/``),
+:mod:`.data` (sources, crop sampler, augmentation) and :mod:`.train` (the loop).
 """
 
 from __future__ import annotations
@@ -17,4 +17,4 @@ def __getattr__(name: str):
         from . import config
 
         return getattr(config, name)
-    raise AttributeError(f"module 'training' has no attribute {name!r}")
+    raise AttributeError(f"module 'rosette_bmz.training' has no attribute {name!r}")

@@ -14,16 +14,13 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ..errors import ConfigError
 
 __all__ = ["ConfigError", "ModelConfig", "SynthConfig", "DataConfig", "AugmentConfig", "LossConfig",
            "OptimConfig", "TrainConfig", "load_config", "CONFIG_DIR"]
 
 #: Where the shipped configs live (``published.yaml``, ``demo.yaml``, ``finetune.yaml``).
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A training config (YAML file or override) that cannot be used."""
 
 
 class _Strict(BaseModel):
@@ -106,7 +103,9 @@ class DataConfig(_Strict):
     """Crops drawn per epoch (each epoch draws fresh random crops from the training images)."""
 
     val_tile: int = Field(1024, ge=16, multiple_of=16)
-    """Validation runs on whole held-out images, cut into non-overlapping tiles of at most this size."""
+    """Validation predicts whole held-out images with the runner (halo tiling: the same result as one
+    pass over the whole image) in tiles of at most this size, and at least 240 px (more than twice
+    the 112 px tile context)."""
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "DataConfig":

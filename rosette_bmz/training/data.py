@@ -22,22 +22,20 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rosette_bmz.inputs import InputError, from_channels, from_labels, from_outlines, read_image
+from ..constants import DEFAULT_DECOY_RADIUS, IMAGE_SUFFIXES
+from ..inputs import from_channels, from_labels, from_outlines, read_image
 
+from ..errors import TrainingDataError
 from .config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainingDataError", "Sample", "load_samples", "match_pairs", "split_samples", "sample_crop", "choose_crop_kind",
+__all__ = ["TrainingDataError", "Sample", "load_samples", "match_pairs", "split_samples", "sample_crop",
+           "choose_crop_kind",
            "build_augmentation", "CropSampler", "to_input", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".npy", ".png")
 _MASK_SUFFIXES = ("_rosettes", "_rosette", "_mask", "_masks")
 _IMAGE_SUFFIXES_STRIP = ("_outlines", "_outline", "_labels", "_channels")
-
-
-class TrainingDataError(InputError):
-    """Training images/masks that cannot be used (missing, mismatched, empty)."""
 
 
 @dataclass
@@ -57,7 +55,7 @@ class Sample:
     kind: str = "outlines"
     decoys: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     decoy_meta: list = field(default_factory=list)
-    decoy_radius: float = 6.0   # rosette_bmz.metrics.DEFAULT_DECOY_RADIUS
+    decoy_radius: float = DEFAULT_DECOY_RADIUS
     rosette_pixels: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,7 +94,7 @@ def _decoys_from_meta(meta: dict) -> np.ndarray:
 
 def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: dict) -> Sample:
     image = (np.asarray(outlines) > 0).astype(np.uint8)
-    from rosette_bmz.metrics import decoy_radius
+    from ..metrics import decoy_radius
 
     inst = np.asarray(rosettes).astype(np.int32)
     return Sample(name=name, image=image, mask=(inst > 0).astype(np.uint8), instances=inst, kind="outlines",
@@ -105,7 +103,7 @@ def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: d
 
 
 def _load_synth(cfg: DataConfig) -> list[Sample]:
-    from rosette_bmz.synth import generate
+    from ..synth import generate
 
     s = cfg.synth
     out = []
@@ -116,7 +114,7 @@ def _load_synth(cfg: DataConfig) -> list[Sample]:
 
 
 def _load_synth_dir(directory: str | os.PathLike) -> list[Sample]:
-    from rosette_bmz.synth import load_dataset
+    from ..synth import load_dataset
 
     d = Path(directory)
     if not d.is_dir():

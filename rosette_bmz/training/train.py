@@ -1,7 +1,7 @@
 """Training loop: the published recipe, resumable runs, and fine-tuning from given weights.
 
-    python -m training.train --config training/configs/demo.yaml
-    rosette-bmz train --config training/configs/published.yaml --images DIR --masks DIR
+    rosette-bmz train --config demo --synth-dir data/demo_synth
+    rosette-bmz train --config published --images DIR --masks DIR
     rosette-bmz train --init rdf.yaml --images DIR --masks DIR      # fine-tune (finetune.yaml)
 
 A run directory holds ``best.pt`` and ``last.pt`` (state dicts written with
@@ -14,13 +14,12 @@ Validation runs on whole held-out images (split by image). Besides the loss it r
 the model-card metrics of :mod:`rosette_bmz.metrics` at ``threshold``: pixel Dice, event
 recall, event precision (proposals of at least ``min_size`` px that overlap a ground-truth
 rosette) and, for synthetic data, the fraction of decoys (4-cell junctions) hit. Whole
-images are predicted in non-overlapping tiles (``data.val_tile``), so on images larger than
-a tile the numbers can differ slightly from ``rosette-bmz evaluate``.
+images are predicted by the runner (halo tiling in tiles of at most ``data.val_tile``, equal to
+one pass over the whole image), as ``rosette-bmz predict`` does.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -28,7 +27,6 @@ import logging
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,15 +35,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rosette_bmz.files import atomic_path
+from ..constants import DEFAULT_HALO, DIVISOR
+from ..files import atomic_path
 
 from .config import ConfigError, TrainConfig, load_config
 from .data import CropSampler, Sample, TrainingDataError, load_samples, split_samples, to_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["rosette_loss", "select_device", "load_init_state", "train", "train_cli", "validate", "TrainResult",
-           "main"]
+__all__ = ["rosette_loss", "select_device", "load_init_state", "train", "validate", "TrainResult",
+           "resolve_config"]
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_bce", "val_dice", "val_pixel_f1", "val_event_recall",
                "val_event_precision", "val_event_f1", "val_decoy_hit_rate", "val_proposals", "lr", "seconds")
@@ -91,57 +90,29 @@ def select_device(name: str = "auto"):
 
 def load_init_state(path: str | os.PathLike):
     """State dict to start from: a checkpoint, or the ``pytorch_state_dict`` weights of an rdf.yaml."""
-    from rosette_bmz.checkpoint import CheckpointError, load_state_dict
+    from ..checkpoint import load_state_dict
+    from ..errors import CheckpointError, ModelError
+    from ..runner.models import resolve_model
 
     p = Path(path)
     if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        if not p.is_file():
-            raise CheckpointError(f"--init {p}: no such file")
         try:
-            rdf = yaml.safe_load(p.read_text())
-            source = rdf["weights"]["pytorch_state_dict"]["source"]
-        except (yaml.YAMLError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"--init {p}: not a model rdf.yaml with weights.pytorch_state_dict.source "
-                                  f"({type(exc).__name__}: {exc})") from None
-        if "://" in str(source):
-            raise CheckpointError(f"--init {p}: weights source {source} is a URL; download the package first")
-        p = (p.parent / str(source)).resolve()
+            p = resolve_model(p).weight_path("pytorch_state_dict")
+        except ModelError as exc:
+            raise CheckpointError(f"--init: {exc} (give a checkpoint, or a model rdf.yaml with "
+                                  "weights.pytorch_state_dict)") from None
     return load_state_dict(p)
 
 
 # ----------------------------------------------------------------------------- validation
-def _pad16(x: np.ndarray, tile: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    h, w = x.shape[-2:]
-    H, W = -(-h // 16) * 16, -(-w // 16) * 16
-    xp = np.zeros(x.shape[:-2] + (H, W), dtype=x.dtype)
-    xp[..., :h, :w] = x
-    boxes = [(y, min(y + tile, H), xx, min(xx + tile, W)) for y in range(0, H, tile) for xx in range(0, W, tile)]
-    return xp, boxes
-
-
-def predict_image(model, x: np.ndarray, device, tile: int = 1024) -> np.ndarray:
-    """Whole-image probabilities (H, W) from the (2, H, W) input, non-overlapping tiles (monitoring only)."""
-    import torch
-
-    h, w = x.shape[-2:]
-    xp, boxes = _pad16(x, tile)
-    out = np.zeros(xp.shape[-2:], dtype=np.float32)
-    with torch.no_grad():
-        for y0, y1, x0, x1 in boxes:
-            t = torch.from_numpy(np.ascontiguousarray(xp[None, :, y0:y1, x0:x1])).to(device)
-            out[y0:y1, x0:x1] = model(t)[0, 0].float().cpu().numpy()
-    return out[:h, :w]
-
-
 def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict:
     """Validation loss (the training formula over all pixels) and the evaluation metrics.
 
     Pixel Dice, event recall/precision and decoy hits are :mod:`rosette_bmz.metrics`'
     definitions (the model-card table), at ``cfg.threshold`` and ``cfg.min_size``.
     """
-    from rosette_bmz.metrics import MetricsAccumulator
+    from ..metrics import MetricsAccumulator
+    from ..runner import predict
 
     was_training = model.training
     model.eval()
@@ -150,7 +121,8 @@ def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict
     npix = 0
     tiny = math.exp(-100)   # PyTorch's BCE clamps log() at -100
     for s in samples:
-        prob = predict_image(model, to_input(s.image, s.kind, s.name), device, cfg.data.val_tile)
+        prob = predict(to_input(s.image, s.kind, s.name), model,
+                       tile=max(cfg.data.val_tile, 2 * DEFAULT_HALO + DIVISOR))
         g = s.mask.astype(np.float64)
         p = prob.astype(np.float64)
         bce_sum += float(-(g * np.log(np.clip(p, tiny, 1)) + (1 - g) * np.log(np.clip(1 - p, tiny, 1))).sum())
@@ -237,8 +209,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     """Run (or resume) training as configured; returns the run's files and history."""
     import torch
 
-    from rosette_bmz.checkpoint import CheckpointError, build_model, load_state_dict, save_checkpoint
-    from rosette_bmz.model import AttentionUNet
+    from ..checkpoint import CheckpointError, build_model, load_state_dict, save_checkpoint
+    from ..model import AttentionUNet
 
     t_start = time.monotonic()
     if cfg.threads:
@@ -375,76 +347,37 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                        epochs_run=len(history), stopped=stopped, history=history)
 
 
-# ----------------------------------------------------------------------------- CLI
-def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
-    """TrainConfig from the ``train`` subcommand's arguments (see ``rosette-bmz train --help``)."""
-    resume = bool(getattr(args, "resume", False))
-    config = getattr(args, "config", None)
-    init = getattr(args, "init", None)
+def resolve_config(config: str | os.PathLike | None = None, *, init: str | None = None, out: str | None = None,
+                   resume: bool = False, epochs: int | None = None, max_minutes: float | None = None,
+                   seed: int | None = None, device: str | None = None, images: str | None = None,
+                   masks: str | None = None, synth_dir: str | None = None,
+                   input_kind: str | None = None) -> tuple[TrainConfig, bool]:
+    """The run's TrainConfig: a config file (default ``finetune`` with ``init``, else ``published``)
+    with these settings on top; ``resume`` without a config continues with the run's saved config."""
     if config is None:
-        if resume and getattr(args, "out", None):
-            side = Path(args.out) / "last.json"
+        if resume and out:
+            side = Path(out) / "last.json"
             if side.is_file():
                 saved = json.loads(side.read_text()).get("training_config")
                 if saved:
                     cfg = TrainConfig.model_validate(saved)
-                    if getattr(args, "epochs", None):
-                        cfg.optim.epochs = args.epochs
-                    if getattr(args, "max_minutes", None):
-                        cfg.optim.max_minutes = args.max_minutes
+                    if epochs:
+                        cfg.optim.epochs = epochs
+                    if max_minutes:
+                        cfg.optim.max_minutes = max_minutes
                     return cfg, True
         config = "finetune.yaml" if init else "published.yaml"
-    overrides = {
-        "model.init": init,
-        "out": getattr(args, "out", None),
-        "optim.epochs": getattr(args, "epochs", None),
-        "optim.max_minutes": getattr(args, "max_minutes", None),
-        "seed": getattr(args, "seed", None),
-    }
-    dev = getattr(args, "device", None)
-    if dev and dev != "auto":
-        overrides["device"] = dev
-    images, masks = getattr(args, "images", None), getattr(args, "masks", None)
+    overrides = {"model.init": init, "out": out, "optim.epochs": epochs, "optim.max_minutes": max_minutes,
+                 "seed": seed}
+    if device and device != "auto":
+        overrides["device"] = device
     if images or masks:
         if not (images and masks):
             raise TrainingDataError("give both --images DIR and --masks DIR")
         overrides.update({"data.source": "folder", "data.images": images, "data.masks": masks})
-    if getattr(args, "synth_dir", None):
-        overrides.update({"data.source": "synth_dir", "data.synth_dir": args.synth_dir})
-    if getattr(args, "input_kind", None):
-        overrides["data.input_kind"] = args.input_kind
+    if synth_dir:
+        overrides.update({"data.source": "synth_dir", "data.synth_dir": synth_dir})
+    if input_kind:
+        overrides["data.input_kind"] = input_kind
     return load_config(config, overrides), resume
 
-
-def train_cli(args: argparse.Namespace) -> int:
-    """Entry point of ``rosette-bmz train``: prints one line per epoch and a summary."""
-    cfg, resume = config_from_args(args)
-    cols = ("train_loss", "val_loss", "val_dice", "val_event_recall", "val_event_precision",
-            "val_decoy_hit_rate")
-
-    def show(row: dict) -> None:
-        vals = " ".join(f"{c.replace('val_event_', '').replace('val_', 'val ')}="
-                        f"{row[c]:.4f}" for c in cols if isinstance(row.get(c), float))
-        print(f"epoch {row['epoch']:3d}  {vals}  lr={row['lr']:.2g}  ({row['seconds']:.0f} s)", flush=True)
-
-    print(f"training {cfg.name}: data {cfg.data.source}, crops {cfg.data.crop_size}, batch {cfg.optim.batch_size}, "
-          f"up to {cfg.optim.epochs} epochs -> {cfg.out}", flush=True)
-    res = train(cfg, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
-    best = next((r for r in res.history if r["epoch"] == res.best_epoch), None)
-    print(f"stopped: {res.stopped}; best epoch {res.best_epoch}"
-          + (f" (val loss {best['val_loss']:.4f}, dice {best['val_dice']:.3f})" if best else ""))
-    print(f"wrote {res.best}, {res.last} and {res.out / 'log.csv'}")
-    print(f"next: rosette-bmz export --checkpoint {res.best}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.train``: the same options as ``rosette-bmz train``."""
-    from rosette_bmz.cli import main as cli_main
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(["train", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Constants shared by more than one module: each has its home here and nowhere else.
+
+Imports nothing (the onnx path and ``--help`` stay cheap). ``model.py`` keeps its own
+literal ``DIVISOR`` because it is the package's stand-alone architecture file (torch only);
+a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
+           "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE"]
+
+#: Height and width of a network input must be multiples of this (four 2x poolings).
+DIVISOR = 16
+
+#: Output halo the package declares (pixels cropped from each side of a block) and the context
+#: the runner crops from each inner tile side: 112 px covers the network's ~100 px receptive
+#: field, so tiles agree with a whole-image pass (64 px left seams of up to 1.7e-1 in
+#: bioimageio.core's blocking; docs/tiling.md).
+DEFAULT_HALO = 112
+
+#: What an input image is: the 2-channel input itself, a binary outline image, or a cell label image.
+INPUT_KINDS: tuple[str, ...] = ("channels", "outlines", "labels")
+
+#: Image files the runner, the trainer and the evaluator read.
+IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".npy", ".png")
+
+#: Weight-format adapters of the runner.
+BACKENDS: tuple[str, ...] = ("onnx", "torch", "torchscript", "bioimageio")
+
+#: How the runner pads the image border (numpy ``np.pad`` modes).
+PAD_MODES: tuple[str, ...] = ("constant", "symmetric", "reflect")
+
+#: Published post-processing: probability threshold and the smallest proposal kept (pixels).
+THRESHOLD = 0.5
+MIN_PROPOSAL_SIZE = 10
+
+#: A decoy (4-cell junction, small cell) counts as hit when a proposal comes this close (px)
+#: and the image does not state its cell size (then a quarter of the cell diameter).
+DEFAULT_DECOY_RADIUS = 6.0
+
+#: The published sliding window and its overlap.
+PUBLISHED_WINDOW = 512
+PUBLISHED_OVERLAP = 128
+
+#: Smallest y/x size the package declares (``min`` of the parameterized input size): the
+#: published window, which is also BiaPy's tile size.
+PACKAGE_MIN_SIZE = PUBLISHED_WINDOW

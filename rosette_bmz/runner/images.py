@@ -1,0 +1,247 @@
+"""Predicting image files: folders in, probability maps + rosette proposals out.
+
+Each input ``<stem>`` gets ``<stem>_prob.tif`` (float32), ``<stem>_rosettes.tif`` (uint32,
+one number per proposal), ``<stem>_rosettes.csv`` (+ ``<stem>_overlay.png``), all written
+under temporary names and renamed only when every one is complete
+(:func:`rosette_bmz.files.atomic_paths`).
+
+Images larger than ``stream_pixels`` (default 4096^2) are streamed: the file is
+memory-mapped (NPY, uncompressed TIFF; a compressed single-image TIFF is first decoded
+strip by strip into a scratch file), checked strip by strip with the same validators as an
+image in memory (:func:`rosette_bmz.inputs.check_values`), the 2-channel input is built per
+tile (:class:`~rosette_bmz.runner.sources.RawSource`) and the probability TIFF is written
+into a memory-mapped output file, so memory grows with the tile, not the image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_PROPOSAL_SIZE, THRESHOLD
+from ..errors import InputError
+from ..files import atomic_paths, temp_name
+from ..inputs import build_input, check_values, read_image, squeeze
+from ..proposals import find_proposals, release, write_csv, write_overlay, write_tiff
+from .engine import Predictor, load_predictor, predict_source
+from .sources import ArraySource, RawSource
+from .tiling import ACTIVATION_BUDGET
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FileResult", "collect_inputs", "open_lazy", "predict_file", "predict_files", "STREAM_PIXELS",
+           "OUTPUT_SUFFIXES"]
+
+#: Images with more pixels than this are streamed from disk (memory O(tile)).
+STREAM_PIXELS = 4096 * 4096
+OUTPUT_SUFFIXES = ("_prob.tif", "_rosettes.tif", "_rosettes.csv", "_overlay.png")
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    path: Path
+    ok: bool
+    outputs: dict[str, Path] = field(default_factory=dict)
+    n_proposals: int = 0
+    shape: tuple[int, ...] = ()
+    streamed: bool = False
+    seconds: float = 0.0
+    error: str = ""
+
+
+def collect_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike | None = None
+                   ) -> tuple[list[Path], list[FileResult]]:
+    """Expand files and folders (sorted, matching suffixes); missing inputs become failures."""
+    files: list[Path] = []
+    failed: list[FileResult] = []
+    out_dir = Path(out_dir).resolve() if out_dir is not None else None
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                           and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not (out_dir is not None and p.resolve() == out_dir
+                                    and f.name.endswith(OUTPUT_SUFFIXES)))
+            if not found:
+                failed.append(FileResult(p, False, error=f"{p}: folder holds no {'/'.join(IMAGE_SUFFIXES)} files"))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            failed.append(FileResult(p, False, error=f"{p}: no such file or folder"))
+    seen: dict[str, Path] = {}
+    unique: list[Path] = []
+    for f in files:
+        if f.stem in seen:
+            failed.append(FileResult(f, False, error=f"{f}: same name stem as {seen[f.stem]}; its outputs "
+                                                       "would overwrite each other (rename one)"))
+            continue
+        seen[f.stem] = f
+        unique.append(f)
+    return unique, failed
+
+
+def open_lazy(path: Path, stream_pixels: int, scratch: Path) -> Any:
+    """A memory-mapped view of an NPY or TIFF, or None (then the file is read whole).
+
+    Uncompressed TIFFs are mapped directly. A compressed single-image TIFF larger than
+    ``stream_pixels`` is decoded strip by strip (or tile by tile) into the uncompressed
+    ``scratch`` file, which is then mapped: memory O(strip), disk O(image).
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            try:
+                return tifffile.memmap(path, mode="r")
+            except ValueError:  # compressed or not contiguous
+                pass
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                if len(tf.pages) != 1 or len(page.shape) != 2 or page.shape[0] * page.shape[1] <= stream_pixels:
+                    return None
+                H, W = page.shape
+                out = np.lib.format.open_memmap(scratch, mode="w+", dtype=page.dtype, shape=(H, W))
+                for seg, idx, shape in page.segments():
+                    if seg is None:
+                        continue
+                    y, x = idx[-3], idx[-2]
+                    h, w = min(shape[-3], H - y), min(shape[-2], W - x)
+                    out[y:y + h, x:x + w] = np.asarray(seg).reshape(shape[-3], shape[-2])[:h, :w]
+                out.flush()
+                log.info("%s: compressed TIFF decoded into %s for streaming", path, scratch)
+                return out
+    except Exception as exc:  # odd NPY / TIFF: read it whole instead (errors are reported there)
+        log.info("%s: cannot memory-map (%s); reading it whole", path, exc)
+    return None
+
+
+def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str, out_dir: str | os.PathLike, *,
+                 mode: str = "halo", tile: int | None = None, batch: int | None = None, threshold: float = THRESHOLD,
+                 min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, progress: bool | Any = False,
+                 stream_pixels: int = STREAM_PIXELS) -> FileResult:
+    """Predict one file and write ``<stem>_prob.tif``, ``_rosettes.tif``, ``_rosettes.csv`` (+ overlay).
+
+    All outputs are written under temporary names and renamed only when every one of
+    them is complete, so a failure leaves nothing half-written.
+    """
+    import tifffile
+
+    if input_kind not in INPUT_KINDS:
+        raise InputError(f"unknown input kind {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    t0 = time.perf_counter()
+    path = Path(path)
+    name = str(path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finals = {"prob": out_dir / f"{path.stem}_prob.tif", "labels": out_dir / f"{path.stem}_rosettes.tif",
+              "csv": out_dir / f"{path.stem}_rosettes.csv"}
+    if overlay:
+        finals["overlay"] = out_dir / f"{path.stem}_overlay.png"
+    scratch = temp_name(out_dir / f"{path.stem}_decoded.npy")
+    lazy = arr = source = None
+    try:
+        with atomic_paths(finals) as tmps:
+            lazy = (None if predictor.backend.whole_image or not path.is_file()
+                    else open_lazy(path, stream_pixels, scratch))
+            x = None
+            streamed = False
+            if lazy is not None:
+                arr = squeeze(lazy, input_kind, name)
+                H, W = arr.shape[-2], arr.shape[-1]
+                streamed = H * W > stream_pixels
+            if streamed:
+                check_values(arr, input_kind, name)
+                source = ArraySource(arr) if input_kind == "channels" else RawSource(arr, input_kind)
+                prob = tifffile.memmap(tmps["prob"], shape=(H, W), dtype=np.float32, photometric="minisblack")
+                predict_source(source, predictor, mode, tile, batch, progress, prob, desc=path.name,
+                               budget=predictor.budget or ACTIVATION_BUDGET)
+                release(prob)
+                labels_out = tifffile.memmap(tmps["labels"], shape=(H, W), dtype=np.uint32,
+                                             photometric="minisblack")
+                labels, rows = find_proposals(prob, threshold, min_size, out=labels_out)
+                labels.flush()
+            else:
+                x = build_input(read_image(path), input_kind, name=name)
+                H, W = x.shape[-2:]
+                prob = predict_source(ArraySource(x), predictor, mode, tile, batch, progress, None, desc=path.name)
+                labels, rows = find_proposals(prob, threshold, min_size)
+                write_tiff(tmps["prob"], prob)
+                write_tiff(tmps["labels"], labels)
+            write_csv(tmps["csv"], rows)
+            if overlay:
+                write_overlay(tmps["overlay"], labels, prob, background=None if x is None else x[1])
+            del prob, labels
+        return FileResult(path, True, outputs=dict(finals), n_proposals=len(rows), shape=(int(H), int(W)),
+                          streamed=streamed, seconds=time.perf_counter() - t0)
+    finally:
+        lazy = arr = source = None
+        scratch.unlink(missing_ok=True)
+
+
+def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model: Any, backend: str = "onnx",
+                  input_kind: str = "outlines", out_dir: str | os.PathLike = "predictions", *, mode: str = "halo",
+                  tile: int | None = None, batch: int | None = None, threads: int | None = None,
+                  threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False,
+                  progress: bool = False,
+                  stream_pixels: int = STREAM_PIXELS,
+                  on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+    """Predict every image in ``inputs`` (files and/or folders) into ``out_dir``.
+
+    ``model``: an rdf.yaml / checkpoint / module, or a :class:`Predictor` (reused). A bad
+    file is recorded as a failed :class:`FileResult` (its error names the file) and the
+    other files still run. Returns one result per input file, in order.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files, failed = collect_inputs(inputs, out_dir)
+    results: list[FileResult] = []
+    for r in failed:
+        log.error("%s", r.error)
+        results.append(r)
+        if on_result:
+            on_result(r)
+    owned = not isinstance(model, Predictor)
+    predictor = load_predictor(model, backend, threads) if owned else model
+    bar = None
+    if progress and len(files) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), desc="images", unit="image", dynamic_ncols=True, file=sys.stderr)
+    try:
+        for f in files:
+            try:
+                r = predict_file(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
+                                 threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
+                                 stream_pixels=stream_pixels)
+                log.info("%s: %d proposal(s) in %.2f s", f, r.n_proposals, r.seconds)
+            except Exception as exc:  # one bad file must not stop a folder run
+                msg = str(exc) if isinstance(exc, InputError) else f"{f}: {type(exc).__name__}: {exc}"
+                if isinstance(exc, (InputError,)) and str(f) not in msg:
+                    msg = f"{f}: {msg}"
+                log.debug("failed on %s", f, exc_info=True)
+                log.error("%s", msg)
+                r = FileResult(f, False, error=msg)
+            results.append(r)
+            if on_result:
+                on_result(r)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if owned:
+            predictor.close()
+    return results
