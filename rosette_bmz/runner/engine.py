@@ -262,12 +262,13 @@ def predict_source(source: Source, predictor: Predictor, mode: str, tile: int | 
 
 def _predict_whole_bioimageio(source: Source, predictor: Predictor, out: np.ndarray, mode: str,
                               pad: str) -> np.ndarray:
-    """bioimageio.core pads (the rdf's pad mode, halo wide) and blocks the whole image itself."""
+    """bioimageio.core blocks the whole image itself; the image is first padded as halo mode
+    pads it (``pad``, ``predictor.border_for(pad)`` px), so the backends agree at the border."""
     if mode != "halo":
         log.info("bioimageio backend: mode %r ignored, bioimageio.core blocks the image itself", mode)
     H, W = source.shape
     x = np.asarray(source.read(0, H, 0, W), dtype=np.float32)
-    out[...] = predictor.backend.predict_image(x, pad)
+    out[...] = predictor.backend.predict_image(x, pad, predictor.border_for(pad))
     return out
 
 

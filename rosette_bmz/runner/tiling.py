@@ -21,7 +21,7 @@ import numpy as np
 from ..constants import DEFAULT_HALO, DIVISOR, PAD_MODES, PUBLISHED_OVERLAP, PUBLISHED_WINDOW
 
 __all__ = ["AxisPlan", "halo_plan", "published_plan", "coverage", "mirror_index", "default_tile", "in_memory_budget",
-           "default_batch", "DEFAULT_TILE", "ACTIVATION_BUDGET", "MAX_IN_MEMORY_BUDGET"]
+           "default_batch", "pad_like_runner", "DEFAULT_TILE", "ACTIVATION_BUDGET", "MAX_IN_MEMORY_BUDGET"]
 
 #: Largest tile side in halo mode for the published width (base 64); narrower models get
 #: larger tiles from the same activation-memory budget (:func:`default_tile`).
@@ -108,6 +108,22 @@ def mirror_index(idx: np.ndarray, length: int, mode: str) -> np.ndarray:
         k = np.mod(idx, 2 * length - 2)
         return np.where(k < length, k, 2 * length - 2 - k)
     raise ValueError(f"unknown pad mode {mode!r}; choose one of {', '.join(PAD_MODES)}")
+
+
+def pad_like_runner(x: np.ndarray, mode: str, border: int, min_shape: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """``x`` (C, H, W) padded as halo mode pads it: ``border`` px of ``mode`` on every side, then
+    at the bottom/right up to a multiple of 16 (and to at least ``min_shape``).
+
+    Every padded pixel follows one rule about the real image edge (``np.pad``'s, which
+    :func:`mirror_index` reproduces), so the fill up to the grid continues the mirror instead
+    of being mirrored again; the real image starts at ``(border, border)``.
+    """
+    _, H, W = x.shape
+    ty = max(min_shape[0], -(-(H + 2 * border) // DIVISOR) * DIVISOR)
+    tx = max(min_shape[1], -(-(W + 2 * border) // DIVISOR) * DIVISOR)
+    if (ty, tx) == (H, W):
+        return x
+    return np.pad(x, ((0, 0), (border, ty - H - border), (border, tx - W - border)), mode=mode)
 
 
 def default_tile(base_channels: int, budget: int = ACTIVATION_BUDGET) -> int:
