@@ -13,7 +13,7 @@ On the same package and the same input, in one run:
       ``bioimageio.core.predict(..., blocksize_parameter=10)`` and the CLI's ``--blockwise
       true`` run: blocks of 512 + 10 x 16 = 672 px, the package's 112 px halo, bioimageio.core's
       default symmetric border padding);
-  (b) ``rosette_bmz.predict`` with its defaults for each backend (onnx, torch, torchscript),
+  (b) ``rosette_bmz.runner.predict`` with its defaults for each backend (onnx, torch, torchscript),
       predictors loaded once;
   for the full-width model (base 64, 31.4 M parameters: the recipe weights of
   tests/reference.py exported into a temporary package) and the demo model (the root
@@ -189,7 +189,7 @@ def demo_package(tmp: Path, given: str | None) -> tuple[Path, str]:
                 return rdf, "rdf.yaml (repository root)"
         except Exception:  # an rdf being rewritten by the exporter: fall back to a temporary export
             pass
-        ckpt = next((c for c in (ROOT / "training/demo/rosette_demo.pt", ROOT / "runs/demo/best.pt") if c.is_file()),
+        ckpt = next((c for c in (ROOT / "rosette_bmz/data/rosette_demo.pt", ROOT / "runs/demo/best.pt") if c.is_file()),
                     None)
         if ckpt is None:
             raise SystemExit("no demo package or checkpoint found; pass --demo")
@@ -263,7 +263,7 @@ def bench_model(label: str, rdf: Path, flops512: int, sizes: list[int], rounds: 
                 threads: int, counter: PixelCounter, peaks: list, seed: int) -> dict:
     """Interleaved rounds of bioimageio.core and the runner's backends on one package."""
     from rosette_bmz.inputs import from_outlines
-    from rosette_bmz.predict import load_predictor, predict
+    from rosette_bmz.runner import load_predictor, predict
     from rosette_bmz.synth import generate
 
     flop_per_px = flops512 / 512 ** 2
@@ -320,7 +320,7 @@ def bench_model(label: str, rdf: Path, flops512: int, sizes: list[int], rounds: 
                 rows[v]["max_abs_diff_vs_runner_onnx"] = diffs(outs[v], outs["onnx"])
                 for b in bios:
                     rows[v][f"max_abs_diff_vs_{b}"] = diffs(outs[v], outs[b])
-        from rosette_bmz.predict import in_memory_budget
+        from rosette_bmz.runner import in_memory_budget
 
         res["sizes"][size] = {
             "variants": rows,
@@ -420,7 +420,7 @@ def bench_streaming_rss(rdf: Path, size: int, tmp: Path, seed: int) -> dict:
            "--backend", "onnx", "--input-kind", "outlines", "--out", str(tmp / "big_out")]
     wall, rss, rc = run_process(cmd)
     path.unlink()
-    from rosette_bmz.predict import STREAM_PIXELS
+    from rosette_bmz.runner import STREAM_PIXELS
 
     streamed = size * size > STREAM_PIXELS
     print(f"  {size}^2 ({'streamed' if streamed else 'in memory'}): {wall:.1f} s, peak RSS {rss:.0f} MB", flush=True)
@@ -545,7 +545,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: small images, 1 round, small streaming image")
     ap.add_argument("--demo", default=None, help="demo rdf.yaml or checkpoint (default: root rdf.yaml, else "
-                                                  "training/demo/rosette_demo.pt or runs/demo/best.pt)")
+                                                  "rosette_bmz/data/rosette_demo.pt or runs/demo/best.pt)")
     ap.add_argument("--rounds-demo", type=int, default=3)
     ap.add_argument("--rounds-full", type=int, default=2)
     ap.add_argument("--rounds-process", type=int, default=3)
@@ -557,7 +557,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from rosette_bmz.backends import default_threads
+    from rosette_bmz.runner import default_threads
     from rosette_bmz.checkpoint import build_model
     from rosette_bmz.model import AttentionUNet
 
@@ -577,7 +577,7 @@ def main(argv=None) -> int:
         tmp = Path(td)
         demo_rdf, demo_src = demo_package(tmp, args.demo)
         print("demo package:", demo_src, flush=True)
-        from rosette_bmz.backends import resolve_model
+        from rosette_bmz.runner import resolve_model
 
         width = resolve_model(demo_rdf).width or 16
         f_demo = conv_flops(AttentionUNet(base_channels=width).eval())

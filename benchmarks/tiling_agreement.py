@@ -1,6 +1,6 @@
 """Measure how the runner's tilings differ from one whole-image pass (numbers for docs/tiling.md).
 
-    .venv/bin/python benchmarks/tiling_agreement.py --checkpoint training/demo/rosette_demo.pt \
+    .venv/bin/python benchmarks/tiling_agreement.py --checkpoint rosette_bmz/data/rosette_demo.pt \
         --size 1024 --out benchmarks/results/tiling_demo.json
 
 On one synthetic outline image (rosette_bmz.synth, fixed seed) with the onnx backend:
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rosette_bmz.files import atomic_path  # noqa: E402
 from rosette_bmz.inputs import from_outlines  # noqa: E402
-from rosette_bmz.predict import load_predictor, predict  # noqa: E402
+from rosette_bmz.runner import load_predictor, predict  # noqa: E402
 from rosette_bmz.proposals import find_proposals  # noqa: E402
 
 

@@ -18,6 +18,7 @@ if [ $# -eq 0 ] && [ -z "${SKIP_PACKAGE_CHECKS:-}" ] && [ -f rdf.yaml ]; then
     trap 'kill "$SETUP_PID" 2>/dev/null || true' EXIT
 fi
 
+.venv/bin/ruff check .                        # lint (pyproject.toml [tool.ruff])
 .venv/bin/python -m pytest -q "$@"
 
 if [ "$PACKAGE_CHECKS" = 1 ]; then

@@ -2,7 +2,7 @@
 
 Every field has a docstring (what it means and the published value where there is one).
 Unknown keys are refused (``extra="forbid"``), so a typo in a YAML file is an error
-rather than a silently ignored setting. ``training/configs/published.yaml`` is the
+rather than a silently ignored setting. ``configs/published.yaml`` (beside this module) is the
 published recipe; ``demo.yaml`` is what the shipped demo weights were trained with and
 ``finetune.yaml`` the short schedule for human-in-the-loop fine-tuning.
 """
@@ -244,7 +244,7 @@ class TrainConfig(_Strict):
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Read a YAML config (a path, or a name in ``training/configs``) and apply dotted overrides.
+    """Read a YAML config (a path, or the name of a shipped config in ``configs/``) and apply dotted overrides.
 
     ``overrides`` maps dotted keys to values, e.g. ``{"optim.epochs": 3, "data.images": "x/"}``;
     ``None`` values are skipped.
