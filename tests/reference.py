@@ -1,4 +1,4 @@
-"""The reference weight recipe of ../shared/reference/README.md (test helper)."""
+"""The reference weight recipe of tests/fixtures/reference/README.md (test helper)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent / "fixtures" / "reference"
 RECIPE_SEED = 20261122
 RECIPE_SHA256 = "2b072158f139fc36bea172a2e15d3d8ae06455dbca9cd659007afb6d4546e930"
 
