@@ -44,6 +44,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 warnings.filterwarnings("ignore")
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -111,8 +113,6 @@ def index_entry(rdf: dict, rdf_path: Path) -> dict:
 
 
 def test_tensor(rdf: dict, rdf_path: Path, kind: str) -> "np.ndarray":
-    import numpy as np
-
     tensors = rdf.get(kind) or []
     if len(tensors) != 1:
         raise ValueError(f"the rdf declares {len(tensors)} {kind}; this check needs exactly one")
@@ -127,7 +127,6 @@ def test_tensor(rdf: dict, rdf_path: Path, kind: str) -> "np.ndarray":
 
 def biapy_prediction(rdf: dict, rdf_path: Path, x: "np.ndarray", workdir: Path) -> "np.ndarray":
     """BiaPy's own test-phase prediction for x (1, C, Y, X) with the package as a bmz model."""
-    import numpy as np
     import tifffile
     from biapy import BiaPy
 
@@ -181,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     import biapy.models
     import bioimageio.core
     import bioimageio.spec
-    import numpy as np
     import torch
     import yaml
 
