@@ -28,7 +28,7 @@ from .model import AttentionUNet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "LoadedModel", "load_checkpoint", "load_state_dict", "infer_kwargs",
+__all__ = ["CheckpointError", "LoadedModel", "load_checkpoint", "load_state_dict", "infer_kwargs", "check_finite",
            "build_model", "save_checkpoint", "sidecar_path"]
 
 
@@ -96,10 +96,25 @@ def infer_kwargs(state: Mapping[str, torch.Tensor], source: str = "state dict") 
             "base_channels": int(w_in.shape[0])}
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+    """Refuse weights holding NaN or infinite values, naming the first such tensor."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        n = int((~torch.isfinite(state[bad[0]])).sum())
+        more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""
+        raise CheckpointError(f"{source}: weights contain NaN or infinite values: {bad[0]} has {n} of "
+                              f"{state[bad[0]].numel()}{more}; the checkpoint is broken (a diverged training run?)")
+
+
 def build_model(state: Mapping[str, torch.Tensor], source: str = "state dict") -> AttentionUNet:
     """An ``AttentionUNet`` sized from ``state`` with the weights loaded strictly, in eval mode."""
     kwargs = infer_kwargs(state, source)
-    model = AttentionUNet(**kwargs)
+    check_finite(state, source)
+    try:
+        model = AttentionUNet(**kwargs)
+    except ValueError as exc:  # e.g. an odd width: enc1.0.weight does not come from this architecture
+        raise CheckpointError(f"{source}: cannot build the Attention U-Net from these weights ({exc}; "
+                              f"enc1.0.weight has shape {tuple(state['enc1.0.weight'].shape)})") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -9,7 +9,7 @@ working. This module imports nothing, so every layer may use it (the onnx path i
 from __future__ import annotations
 
 __all__ = ["RosetteError", "InputError", "CheckpointError", "ModelError", "ConversionError", "ExportError",
-           "SynthError", "EvaluationError", "ConfigError", "TrainingDataError"]
+           "SynthError", "EvaluationError", "ConfigError", "TrainingDataError", "OutputError"]
 
 
 class RosetteError(Exception):
@@ -50,3 +50,7 @@ class ConfigError(RosetteError, ValueError):
 
 class TrainingDataError(InputError):
     """Training images or masks cannot be used (missing mask, wrong shape, empty mask, ...)."""
+
+
+class OutputError(RosetteError, ValueError):
+    """An output location cannot be written (e.g. ``--out`` is an existing file)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Hashable, Iterator, Mapping, TypeVar
 
-__all__ = ["atomic_path", "atomic_paths", "temp_name"]
+__all__ = ["atomic_path", "atomic_paths", "temp_name", "sha256_of"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -43,3 +44,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """:func:`atomic_paths` for one file: yield a temporary path, rename it onto ``path`` on success."""
     with atomic_paths({0: path}) as tmps:
         yield tmps[0]
+
+
+#: SHA-256 of files already hashed by this process, by (path, size, modification time).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks; cached while its size and mtime stay the same."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]

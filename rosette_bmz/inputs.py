@@ -30,12 +30,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .constants import IMAGE_SUFFIXES, INPUT_KINDS
+from .constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_IMAGE_SIZE
 from .errors import InputError
 
 __all__ = ["InputError", "InputKind", "INPUT_KINDS", "MAX_OUTLINE_FRACTION", "from_outlines", "from_labels",
            "from_channels", "build_input", "inner_outlines", "read_image", "load_input", "squeeze", "check_values",
-           "validated", "channels_from_foreground", "check_model_input"]
+           "validated", "channels_from_foreground", "check_model_input", "check_size"]
 
 InputKind = Literal["channels", "outlines", "labels"]
 
@@ -196,6 +196,15 @@ def build_input(array: np.ndarray, kind: str = "outlines", name: str | None = No
     return builders[kind](array, name)
 
 
+def check_size(shape: tuple[int, ...], name: str | None = None) -> None:
+    """Refuse images with a side under :data:`~rosette_bmz.constants.MIN_IMAGE_SIZE` px: too small
+    to hold a rosette, where the network answers with confident false proposals."""
+    h, w = int(shape[-2]), int(shape[-1])
+    if min(h, w) < MIN_IMAGE_SIZE:
+        raise InputError(f"{_name(name)}: image of {h} x {w} px is too small; the detector needs at least "
+                         f"{MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE} px (a rosette spans about two cell diameters)")
+
+
 def check_model_input(x: Any, channels: int, name: str = "input") -> np.ndarray:
     """A (channels, H, W) array the network can run on: numeric and finite (values are not checked)."""
     x = np.asarray(x) if not isinstance(x, np.ndarray) else x
@@ -207,6 +216,7 @@ def check_model_input(x: Any, channels: int, name: str = "input") -> np.ndarray:
         raise InputError(f"{name}: must be numeric, got dtype {x.dtype}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise InputError(f"{name}: contains NaN or infinite values")
+    check_size(x.shape, name)
     return x
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -27,16 +28,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import ExportError
-from ..files import atomic_path
+from ..files import atomic_path, sha256_of
 from . import docs
-from .rdf import HALO, MODEL_CARD_URL, build_rdf, format_summary, onnx_opset, sha256_of, timestamp_for, \
-    validate_rdf, write_rdf_yaml
+from .rdf import HALO, MODEL_CARD_URL, build_rdf, format_summary, onnx_opset, timestamp_for, validate_rdf, \
+    write_rdf_yaml
 from .testdata import TEST_SEED, TEST_SIZE, TestData, build_test_data
 from .variants import BIAPY_NOTE, Variant, variant_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_package", "PACKAGE_DIR", "AGREEMENT_TOL", "DEFAULT_AUTHORS"]
+__all__ = ["export_package", "remove_stale_builds", "PACKAGE_DIR", "AGREEMENT_TOL", "DEFAULT_AUTHORS"]
 
 #: Folder (beside rdf.yaml) that holds every file the rdf points to.
 PACKAGE_DIR = "model_package"
@@ -203,11 +204,53 @@ def _write_files(m: _Loaded, files: dict[str, Path], data: TestData, test_output
     docs.render_readme(files["readme"], _readme_fields(m, data, test_output, title, description, synthetic))
 
 
+_BUILD_PREFIX = ".rosette-export-"
+
+
+def _build_prefix() -> str:
+    """Build folders carry the host and process that own them: ``.rosette-export-<host>-<pid>-<random>``."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+    return f"{_BUILD_PREFIX}{host}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_builds(out_dir: Path) -> list[Path]:
+    """Delete build folders left in ``out_dir`` by exports that were killed.
+
+    Only provably stale ones: made on this host by a process that no longer runs (POSIX only;
+    a folder of a live export, of another host, or of unknown origin is kept and reported).
+    Returns the folders removed.
+    """
+    removed = []
+    host = _build_prefix()[len(_BUILD_PREFIX):].rsplit("-", 2)[0]
+    for d in sorted(out_dir.glob(_BUILD_PREFIX + "*")):
+        rest = d.name[len(_BUILD_PREFIX):].rsplit("-", 2)
+        if (os.name == "posix" and d.is_dir() and len(rest) == 3 and rest[0] == host and rest[1].isdigit()
+                and not _alive(int(rest[1]))):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+            log.info("removed %s, left by an export that was killed", d)
+        else:
+            log.warning("%s: left by another export (still running, another host, or an older version); "
+                        "delete it by hand if no export is running", d)
+    return removed
+
+
 @contextmanager
 def _build_folder(out_dir: Path) -> Iterator[Path]:
     """A fresh hidden build folder in ``out_dir`` (same file system: the final swap is a rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".rosette-export-", dir=out_dir))
+    remove_stale_builds(out_dir)
+    build = Path(tempfile.mkdtemp(prefix=_build_prefix(), dir=out_dir))
     try:
         yield build
     finally:

@@ -9,17 +9,17 @@ refuses them); axes are written explicitly (batch, channel, ``id: y``, ``id: x``
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..constants import DEFAULT_HALO, DIVISOR, PACKAGE_MIN_SIZE
 from ..errors import ExportError
+from ..files import sha256_of
 from .variants import Variant
 
 __all__ = ["FORMAT_VERSION", "HALO", "REPRODUCIBILITY", "DEFAULT_TIMESTAMP", "MODEL_CARD_URL", "build_rdf",
-           "write_rdf_yaml", "validate_rdf", "format_summary", "timestamp_for", "onnx_opset", "sha256_of"]
+           "write_rdf_yaml", "validate_rdf", "format_summary", "timestamp_for", "onnx_opset"]
 
 #: The rdf dialect every consumer reads (see the module docstring).
 FORMAT_VERSION = "0.5.4"
@@ -36,15 +36,6 @@ TAGS = ("2d", "pytorch", "torchscript", "onnx", "unet", "attention-unet", "seman
         "segmentation", "fluorescence-light-microscopy", "confocal", "cells", "epithelium",
         "cell-boundaries", "nematostella", "nematostella-vectensis", "cnidaria", "rosette",
         "morphogenesis", "human-in-the-loop")
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_rdf_yaml(rdf: dict, path: Path) -> Path:

@@ -36,8 +36,12 @@ class TileBackend:
         self.source = src
         self.threads = threads or default_threads()
         self.halo = src.halo
-        self.in_channels = src.in_channels
         self._tmp: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the loaded weights (a checkpoint's are known once it is loaded)."""
+        return self.source.in_channels
 
     def _tmpdir(self) -> Path:
         if self._tmp is None:

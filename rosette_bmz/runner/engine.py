@@ -160,6 +160,10 @@ def load_predictor(model: Any, backend: str = "onnx", threads: int | None = None
                          "feeds the 2-channel input: export the package with --input-kind channels")
     be = make_backend(src, backend, threads, session_options=session_options, weight_format=weight_format,
                       blocksize_parameter=blocksize_parameter)
+    if be.source.in_channels != 2:  # a checkpoint's channels are known once it is loaded
+        be.close()
+        raise ModelError(f"{src.name}: the weights read {be.source.in_channels} input channel(s); the runner "
+                         "feeds the published 2-channel input (thick boundaries, outlines)")
     pad = pad or be.source.pad_mode or DEFAULT_PAD
     if pad not in PAD_MODES:
         be.close()
@@ -200,6 +204,9 @@ def _run_tiles(source: Source, predictor: Predictor, py: AxisPlan, px: AxisPlan,
             for k, (y0, x0) in enumerate(group):
                 source.fill(view[k], y0, x0, offset, pad)
             pred = predictor.backend.run(view)
+            if not np.isfinite(pred).all():
+                raise ModelError(f"{predictor.name}: the network returned NaN or infinite probabilities; "
+                                 "its weights are broken (re-export or retrain them)")
             for k, (y0, x0) in enumerate(group):
                 consume(y0, x0, pred[k])
             release(out)                                     # memory maps: drop the pages just

