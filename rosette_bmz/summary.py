@@ -346,6 +346,14 @@ class _Canvas:
         self.draw = ImageDraw.Draw(self.img)
         self._font = lambda size: ImageFont.load_default(size=size * scale)
         self.fonts: dict[int, Any] = {}
+        try:
+            self.font(10)
+        except (TypeError, ImportError, OSError, AttributeError) as exc:  # Pillow < 10.1 or without FreeType
+            try:
+                ImageFont.truetype("DejaVuSans.ttf", 10)
+                self._font = lambda size: ImageFont.truetype("DejaVuSans.ttf", size * scale)
+            except (ImportError, OSError):
+                raise SummaryError(f"the figure needs Pillow >= 10.1 with FreeType (scalable fonts): {exc}") from None
 
     def font(self, size: int) -> Any:
         if size not in self.fonts:

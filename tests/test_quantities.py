@@ -384,3 +384,17 @@ def test_summarize_runs_groupings_and_errors(tmp_path):
     with pytest.raises(S.SummaryError, match="empty: no \\*_summary.json"):
         S.summarize_runs([tmp_path / "empty"], out=tmp_path / "o3")
     assert not (tmp_path / "o3").exists()
+
+
+def test_figure_without_scalable_fonts_says_so(tmp_path, monkeypatch):
+    from PIL import ImageFont
+
+    def no_font(*args, **kwargs):
+        raise OSError("cannot open resource")
+
+    monkeypatch.setattr(ImageFont, "load_default", lambda *a, **k: (_ for _ in ()).throw(TypeError("size")))
+    monkeypatch.setattr(ImageFont, "truetype", no_font)
+    cond = S.condition_stats("a", [fake_summary("a1", 100, {5: 1})])
+    with pytest.raises(S.SummaryError, match="Pillow >= 10.1 with FreeType"):
+        S.plot_conditions(tmp_path / "f.png", [cond], [("a", fake_summary("a1", 100, {5: 1}))])
+    assert not list(tmp_path.iterdir())
