@@ -26,11 +26,12 @@ Vertices
     :data:`MERGE_DISTANCE` = 3.5 px here, not the baseline detector's 2.5 px: cells meet at a
     vertex when their borders come within about 2 px of one point, i.e. when partial vertices
     are up to about 4 px apart, and segmentation noise splits many-cell vertices over 3-4 px.
-    3.5 px is the largest value that creates no junction of >= 5 cells anywhere in noise-free
-    synthetic tissue (4 px: 0.5 per 1024² image). Measured on 8 synthetic 1024² images (261
-    rosettes), k read at the true rosettes agrees with the true k for, at noise 0 / 0.5 / 1:
-    outlines 100 / 91.6 / 55.6 %, labels 100 / 98.5 / 91.6 % (2.5 px: outlines 99.2 / 86.2 /
-    49.8 %, labels 98.9 / 93.5 / 73.2 %). The detector keeps 2.5 px: there a larger value
+    Of the values tried (2.5, 3.5, 4, 5 px) 3.5 is the largest that creates no junction of
+    >= 5 cells in noise-free synthetic tissue away from the rosettes (4 px: 0.5 per 1024²
+    image; at noise 0.5 such junctions go from 13 to 17 per image from outlines). Measured on 16 synthetic 1024² images (489
+    rosettes, seeds 1000-1015), k read at the true rosettes agrees with the true k for, at noise
+    0 / 0.5 / 1: outlines 100 / 92.4 / 62.0 %, labels 100 / 99.0 / 92.8 % (with 2.5 px:
+    outlines 99.4 / 88.8 / 56.4 %, labels 99.2 / 95.1 / 77.3 %). The detector keeps 2.5 px: there a larger value
     means more false rosettes; here the proposal is given and only its k is read.
 
 Small (extruding) cell
@@ -256,7 +257,7 @@ def describe_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], cells:
     vyx = np.array([[v["y"], v["x"]] for v in vertices], dtype=np.float64).reshape(-1, 2)
     vk = np.array([v["k"] for v in vertices], dtype=np.int64)
     tree = cKDTree(vyx) if len(vertices) else None
-    boxes = ndimage.find_objects(plab.astype(np.int64, copy=False)) if rows else []
+    boxes = ndimage.find_objects(plab if plab.dtype.kind in "iu" else plab.astype(np.uint8)) if rows else []
     H, W = plab.shape
     pad = int(math.ceil(max_distance)) + 1
     within = f"{max_distance:.0f} px"
