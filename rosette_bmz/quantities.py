@@ -28,10 +28,11 @@ Vertices
     are up to about 4 px apart, and segmentation noise splits many-cell vertices over 3-4 px.
     Of the values tried (2.5, 3.5, 4, 5 px) 3.5 is the largest that creates no junction of
     >= 5 cells in noise-free synthetic tissue away from the rosettes (4 px: 0.5 per 1024²
-    image; at noise 0.5 such junctions go from 13 to 17 per image from outlines). Measured on 16 synthetic 1024² images (489
-    rosettes, seeds 1000-1015), k read at the true rosettes agrees with the true k for, at noise
-    0 / 0.5 / 1: outlines 100 / 92.4 / 62.0 %, labels 100 / 99.0 / 92.8 % (with 2.5 px:
-    outlines 99.4 / 88.8 / 56.4 %, labels 99.2 / 95.1 / 77.3 %). The detector keeps 2.5 px: there a larger value
+    image; at noise 0.5 such junctions go from 13 to 17 per image from outlines). Measured on
+    16 synthetic 1024² images (489 rosettes, seeds 1000-1015), k read at the true rosettes
+    agrees with the true k for, at noise 0 / 0.5 / 1: outlines 100 / 92.4 / 62.0 %, labels
+    100 / 99.0 / 92.8 % (with 2.5 px: outlines 99.4 / 88.8 / 56.4 %, labels 99.2 / 95.1 /
+    77.3 %). The detector keeps 2.5 px: there a larger value
     means more false rosettes; here the proposal is given and only its k is read.
 
 Small (extruding) cell
@@ -93,8 +94,9 @@ Per-image summary (:func:`image_summary`)
     occurs, 0 included) and ``kinds`` (``{"vertex": n, "extrusion": n, "none": n}``).
     Ratios with a zero denominator are None.
 
-Bad input raises :class:`QuantityError` (a ``ValueError``) naming the input; image files that
-cannot be read raise :class:`rosette_bmz.inputs.InputError`.
+Bad input raises :class:`QuantityError` naming the input (a
+:class:`~rosette_bmz.errors.RosetteError` and ``ValueError``: the CLI prints it as one line);
+an input image of the wrong kind raises :class:`rosette_bmz.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .baseline import LABEL_GAP_FILL, MIN_MULTIPLICITY, cells_from_outlines, find_vertices, grow_cells
+from .errors import RosetteError
 from .files import atomic_path
 from .inputs import build_input
 from .proposals import write_csv
@@ -125,7 +128,7 @@ MERGE_DISTANCE = 3.5
 _HEX_AREA = math.sqrt(3) / 2
 
 
-class QuantityError(ValueError):
+class QuantityError(RosetteError, ValueError):
     """Input that rosette quantities cannot be computed from (the message names it)."""
 
 

@@ -48,7 +48,8 @@ distribution (bars = pooled percent of the condition's rosettes per k bin, dots 
 with at least one rosette). Drawn with Pillow (no matplotlib needed).
 
 All files are written atomically (:func:`rosette_bmz.files.atomic_path`). Bad input raises
-:class:`SummaryError` (a ``ValueError``) naming the file or argument.
+:class:`SummaryError` naming the file or argument (a :class:`~rosette_bmz.errors.RosetteError` and
+``ValueError``: the CLI prints it as one line).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .errors import RosetteError
 from .files import atomic_path
 
 __all__ = ["SummaryError", "FORMAT", "VERSION", "SUMMARY_SUFFIX", "SUMMARY_CSV", "SUMMARY_COLUMNS", "K_BINS",
@@ -91,7 +93,7 @@ CONDITION_COLUMNS = (("condition", "n_images", "n_cells", "n_rosettes", "n_roset
 GROUPINGS = ("folder", "run")
 
 
-class SummaryError(ValueError):
+class SummaryError(RosetteError, ValueError):
     """A summary file or run directory that cannot be read, or a bad argument (the message names it)."""
 
 
@@ -462,8 +464,8 @@ def plot_conditions(path: str | os.PathLike, conditions: Sequence[dict], images:
     # ---- left panel: rosettes per 1000 cells
     box = (86.0, float(top + 10), 400.0, float(H - 78))
     x0, y0, x1, y1 = box
-    vals = {n: [float(s["rosettes_per_1000_cells"]) for s in per_image[n] if s.get("rosettes_per_1000_cells") is not None]
-            for n in names}
+    vals = {n: [float(s["rosettes_per_1000_cells"]) for s in per_image[n]
+                if s.get("rosettes_per_1000_cells") is not None] for n in names}
     highs = [v for n in names for v in vals[n]]
     for c in conditions:
         if c["rosettes_per_1000_cells_mean"] is not None:

@@ -200,7 +200,10 @@ def test_bad_input_names_it():
         Q.cells_for(lab + 0.5, "labels", name="scan_01.tif")
     with pytest.raises(InputError, match="unknown input kind"):
         Q.cells_for(lab, "masks")
-    assert isinstance(Q.QuantityError("x"), ValueError) and isinstance(S.SummaryError("x"), ValueError)
+    from rosette_bmz.errors import RosetteError
+
+    for cls in (Q.QuantityError, S.SummaryError, InputError):
+        assert issubclass(cls, RosetteError) and issubclass(cls, ValueError)
 
 
 # ----------------------------------------------------------------------------- synthetic ground truth
