@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from .constants import BACKENDS, INPUT_KINDS, PAD_MODES
 from .errors import RosetteError
+from .summary import GROUPINGS
 
 #: Errors a user can fix besides :class:`~rosette_bmz.errors.RosetteError`: printed as one line.
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError)
@@ -58,7 +59,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         results = predict_files(args.inputs, predictor, args.backend, args.input_kind, args.out, mode=args.mode,
                                 tile=args.tile, batch=args.batch, threshold=args.threshold,
-                                min_size=args.min_size, overlay=args.overlay, progress=True, on_result=report)
+                                min_size=args.min_size, overlay=args.overlay, progress=True,
+                                quantities=not args.no_quantities, pixel_size=args.pixel_size, on_result=report)
     finally:
         predictor.close()
     ok = [r for r in results if r.ok]
@@ -68,6 +70,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         line += f"; {len(results) - len(ok)} failed"
     print(line)
     return 0 if ok and len(ok) == len(results) else 1
+
+
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    from .summary import summarize_runs
+
+    res = summarize_runs(args.run_dirs, by=args.by, out=args.out, title=args.title)
+    for c in res["conditions"]:
+        mean = c.get("rosettes_per_1000_cells_mean")
+        print(f"{c['condition']}: {c['n_images']} image(s), "
+              + (f"{mean:.1f} rosettes per 1000 cells" if mean is not None else "no cells"))
+    print("wrote " + ", ".join(str(p) for p in res["files"].values()))
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -212,7 +226,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for proposals")
     p.add_argument("--min-size", type=int, default=10, help="drop proposals smaller than this (pixels)")
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per image")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="pixel size in µm: summaries also give rosettes per 1000 µm² of tissue")
+    p.add_argument("--no-quantities", action="store_true",
+                   help="skip the rosette topology (k, kind, cells) and the per-image summaries")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("summarize", help="rosette numbers per condition: table and figure from predict runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output folders of `rosette-bmz predict`")
+    p.add_argument("--by", default="folder", choices=GROUPINGS,
+                   help="condition = each folder holding summaries (default) or each RUN_DIR given")
+    p.add_argument("--out", default=".", help="folder for conditions.csv, images.csv, conditions.png")
+    p.add_argument("--title", default=None, help="figure title")
+    p.set_defaults(func=_cmd_summarize)
 
     p = sub.add_parser("evaluate", help="model-card table: the model and the classical baseline side by side")
     p.add_argument("--model", required=True, help="rdf.yaml or a checkpoint (.pt)")

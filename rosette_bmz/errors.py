@@ -9,7 +9,8 @@ working. This module imports nothing, so every layer may use it (the onnx path i
 from __future__ import annotations
 
 __all__ = ["RosetteError", "InputError", "CheckpointError", "ModelError", "ConversionError", "ExportError",
-           "SynthError", "EvaluationError", "ConfigError", "TrainingDataError", "OutputError"]
+           "SynthError", "EvaluationError", "ConfigError", "TrainingDataError", "OutputError",
+           "QuantityError", "SummaryError"]
 
 
 class RosetteError(Exception):
@@ -54,3 +55,11 @@ class TrainingDataError(InputError):
 
 class OutputError(RosetteError, ValueError):
     """An output location cannot be written (e.g. ``--out`` is an existing file)."""
+
+
+class QuantityError(RosetteError, ValueError):
+    """Input that rosette quantities cannot be computed from (the message names it)."""
+
+
+class SummaryError(RosetteError, ValueError):
+    """A summary file or run directory that cannot be read, or a bad argument (the message names it)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -128,16 +128,22 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
     return path
 
 
-def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
-    """Proposal table (see module doc); napari opens it as a points layer."""
+def write_csv(path: str | os.PathLike, rows: list[dict], extra_columns: Sequence[str] = (),
+              extra_values: Callable[[dict], list[str]] | None = None) -> Path:
+    """Proposal table (see module doc); napari opens it as a points layer.
+
+    ``extra_columns`` are appended after :data:`CSV_COLUMNS`, their cells given per row by
+    ``extra_values(row)`` (e.g. the rosette topology of :mod:`rosette_bmz.quantities`).
+    """
     path = Path(path)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
+        w.writerow(list(CSV_COLUMNS) + list(extra_columns))
         for r in rows:
             w.writerow([r["id"], f"{r['centroid_y']:.2f}", f"{r['centroid_x']:.2f}", r["area"],
                         f"{r['max_prob']:.4f}", f"{r['mean_prob']:.4f}",
-                        f"{r['centroid_y']:.2f}", f"{r['centroid_x']:.2f}"])
+                        f"{r['centroid_y']:.2f}", f"{r['centroid_x']:.2f}"]
+                       + (extra_values(r) if extra_columns and extra_values else []))
     return path
 
 

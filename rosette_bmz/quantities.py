@@ -101,7 +101,6 @@ an input image of the wrong kind raises :class:`rosette_bmz.errors.InputError`.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .baseline import LABEL_GAP_FILL, MIN_MULTIPLICITY, cells_from_outlines, find_vertices, grow_cells
-from .errors import RosetteError
+from .errors import QuantityError
 from .files import atomic_path
 from .inputs import build_input
 from .proposals import write_csv
@@ -126,10 +125,6 @@ SMALL_CELL_FRACTION = 0.5
 #: Raw vertices joined by a border shorter than this (px) are one vertex (module doc, "Vertices").
 MERGE_DISTANCE = 3.5
 _HEX_AREA = math.sqrt(3) / 2
-
-
-class QuantityError(RosetteError, ValueError):
-    """Input that rosette quantities cannot be computed from (the message names it)."""
 
 
 @dataclass
@@ -422,12 +417,5 @@ def write_rosette_csv(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     rows = _topology_rows(rows, str(path))
     path = Path(path)
     with atomic_path(path) as tmp:
-        write_csv(tmp, rows)  # the proposal columns, formatted in one place
-        with open(tmp, newline="") as f:
-            table = list(csv.reader(f))
-        table[0] += list(TOPOLOGY_COLUMNS)
-        for line, r in zip(table[1:], rows):
-            line += topology_values(r)
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows(table)
+        write_csv(tmp, rows, TOPOLOGY_COLUMNS, topology_values)  # the proposal columns, formatted in one place
     return path

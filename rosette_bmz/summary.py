@@ -61,7 +61,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import RosetteError
+from .errors import SummaryError
 from .files import atomic_path
 
 __all__ = ["SummaryError", "FORMAT", "VERSION", "SUMMARY_SUFFIX", "SUMMARY_CSV", "SUMMARY_COLUMNS", "K_BINS",
@@ -91,10 +91,6 @@ CONDITION_COLUMNS = (("condition", "n_images", "n_cells", "n_rosettes", "n_roset
                      + tuple(f"k_{b[0]}" for b in K_BINS) + tuple(f"pct_k_{b[0]}" for b in K_BINS))
 #: Ways :func:`summarize_runs` groups images into conditions.
 GROUPINGS = ("folder", "run")
-
-
-class SummaryError(RosetteError, ValueError):
-    """A summary file or run directory that cannot be read, or a bad argument (the message names it)."""
 
 
 # ----------------------------------------------------------------------------- per image

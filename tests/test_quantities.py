@@ -401,3 +401,36 @@ def test_figure_without_scalable_fonts_says_so(tmp_path, monkeypatch):
     with pytest.raises(S.SummaryError, match="Pillow >= 10.1 with FreeType"):
         S.plot_conditions(tmp_path / "f.png", [cond], [("a", fake_summary("a1", 100, {5: 1}))])
     assert not list(tmp_path.iterdir())
+
+
+def test_predict_writes_topology_and_summaries_and_summarize_groups_them(tmp_path):
+    """The CLI end to end: predict two conditions from label images, then summarize by folder."""
+    from pathlib import Path
+
+    import tifffile
+
+    from rosette_bmz.cli import main
+    from rosette_bmz.synth import generate
+
+    root = Path(__file__).resolve().parents[1]
+    for cond, seed in (("ctrl", 70), ("mut", 80)):
+        (tmp_path / cond).mkdir()
+        tifffile.imwrite(tmp_path / cond / "e0_labels.tif", generate(384, seed=seed, noise=0.0).labels)
+        assert main(["predict", str(tmp_path / cond), "--model", str(root / "rdf.yaml"), "--input-kind", "labels",
+                     "--out", str(tmp_path / "runs" / cond), "--pixel-size", "0.134"]) == 0
+    run = tmp_path / "runs" / "ctrl"
+    with open(run / "e0_labels_rosettes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"k", "kind", "cells", "note"} <= set(rows[0])
+    assert sum(int(r["k"]) >= 5 and r["kind"] in ("vertex", "extrusion") for r in rows) >= 0.8 * len(rows)
+    assert all(r["note"] for r in rows if int(r["k"]) < 5)   # a false proposal says so
+    s = json.loads((run / "e0_labels_summary.json").read_text())
+    assert s["n_rosettes"] == len(rows) and s["pixel_size_um"] == 0.134 and s["rosettes_per_1000_um2"] > 0
+    with open(run / "summary.csv", newline="") as f:
+        assert [r["image"] for r in csv.DictReader(f)] == ["e0_labels"]
+    out = tmp_path / "summary"
+    assert main(["summarize", str(tmp_path / "runs" / "ctrl"), str(tmp_path / "runs" / "mut"), "--out", str(out)]) == 0
+    with open(out / "conditions.csv", newline="") as f:
+        conds = {r["condition"]: r for r in csv.DictReader(f)}
+    assert set(conds) == {"ctrl", "mut"} and int(conds["ctrl"]["n_rosettes"]) == len(rows)
+    assert (out / "conditions.png").stat().st_size > 10_000

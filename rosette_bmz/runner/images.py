@@ -30,6 +30,9 @@ from ..errors import InputError, ModelError, OutputError
 from ..files import atomic_paths, temp_name
 from ..inputs import build_input, check_size, check_values, read_image, squeeze
 from ..proposals import find_proposals, release, write_csv, write_overlay, write_tiff
+from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
+from ..summary import (SUMMARY_CSV, SUMMARY_SUFFIX, find_image_summaries, read_image_summary, write_image_summary,
+                       write_summary_csv)
 from .engine import Predictor, load_predictor, predict_source
 from .sources import ArraySource, RawSource
 from .tiling import ACTIVATION_BUDGET
@@ -56,6 +59,8 @@ class FileResult:
     streamed: bool = False
     seconds: float = 0.0
     error: str = ""
+    #: the image's rosette summary (:func:`rosette_bmz.quantities.image_summary`), when computed
+    summary: dict | None = None
 
 
 def collect_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike | None = None
@@ -131,11 +136,15 @@ def open_lazy(path: Path, stream_pixels: int, scratch: Path) -> Any:
 def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str, out_dir: str | os.PathLike, *,
                  mode: str = "halo", tile: int | None = None, batch: int | None = None, threshold: float = THRESHOLD,
                  min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, progress: bool | Any = False,
-                 stream_pixels: int = STREAM_PIXELS) -> FileResult:
+                 stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
+                 pixel_size: float | None = None) -> FileResult:
     """Predict one file and write ``<stem>_prob.tif``, ``_rosettes.tif``, ``_rosettes.csv`` (+ overlay).
 
-    All outputs are written under temporary names and renamed only when every one of
-    them is complete, so a failure leaves nothing half-written.
+    With ``quantities`` (images held in memory), each proposal also gets its topology
+    (``k``, ``kind``, cells; :mod:`rosette_bmz.quantities`) in the CSV, and the image a
+    ``<stem>_summary.json`` (``pixel_size`` in µm/px adds rosettes per 1000 µm²). All outputs
+    are written under temporary names and renamed only when every one of them is complete,
+    so a failure leaves nothing half-written.
     """
     import tifffile
 
@@ -145,25 +154,31 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
     path = Path(path)
     name = str(path)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    finals = {"prob": out_dir / f"{path.stem}_prob.tif", "labels": out_dir / f"{path.stem}_rosettes.tif",
-              "csv": out_dir / f"{path.stem}_rosettes.csv"}
-    if overlay:
-        finals["overlay"] = out_dir / f"{path.stem}_overlay.png"
     scratch = temp_name(out_dir / f"{path.stem}_decoded.npy")
     lazy = arr = source = None
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lazy = (None if predictor.backend.whole_image or not path.is_file()
+                else open_lazy(path, stream_pixels, scratch))
+        streamed = False
+        if lazy is not None:
+            arr = squeeze(lazy, input_kind, name)
+            check_size(arr.shape, name)
+            streamed = arr.shape[-2] * arr.shape[-1] > stream_pixels
+        if streamed and quantities:
+            log.info("%s: streamed from disk; rosette quantities need the whole image and are skipped", path)
+        quantities = quantities and not streamed
+        finals = {"prob": out_dir / f"{path.stem}_prob.tif", "labels": out_dir / f"{path.stem}_rosettes.tif",
+                  "csv": out_dir / f"{path.stem}_rosettes.csv"}
+        if overlay:
+            finals["overlay"] = out_dir / f"{path.stem}_overlay.png"
+        if quantities:
+            finals["summary"] = out_dir / f"{path.stem}{SUMMARY_SUFFIX}"
+        summary = None
         with atomic_paths(finals) as tmps:
-            lazy = (None if predictor.backend.whole_image or not path.is_file()
-                    else open_lazy(path, stream_pixels, scratch))
             x = None
-            streamed = False
-            if lazy is not None:
-                arr = squeeze(lazy, input_kind, name)
-                check_size(arr.shape, name)
-                H, W = arr.shape[-2], arr.shape[-1]
-                streamed = H * W > stream_pixels
             if streamed:
+                H, W = arr.shape[-2], arr.shape[-1]
                 check_values(arr, input_kind, name)
                 source = ArraySource(arr) if input_kind == "channels" else RawSource(arr, input_kind)
                 prob = tifffile.memmap(tmps["prob"], shape=(H, W), dtype=np.float32, photometric="minisblack")
@@ -175,19 +190,27 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 labels, rows = find_proposals(prob, threshold, min_size, out=labels_out)
                 labels.flush()
             else:
-                x = build_input(read_image(path), input_kind, name=name)
+                raw = read_image(path)
+                x = build_input(raw, input_kind, name=name)
                 check_size(x.shape, name)
                 H, W = x.shape[-2:]
                 prob = predict_source(ArraySource(x), predictor, mode, tile, batch, progress, None, desc=path.name)
                 labels, rows = find_proposals(prob, threshold, min_size)
                 write_tiff(tmps["prob"], prob)
                 write_tiff(tmps["labels"], labels)
-            write_csv(tmps["csv"], rows)
+            if quantities:
+                cells = cells_for(raw, input_kind, name=name)
+                rows = describe_proposals(labels, rows, cells)
+                summary = image_summary(cells, rows, pixel_size, name=path.stem)
+                write_rosette_csv(tmps["csv"], rows)
+                write_image_summary(tmps["summary"], summary)
+            else:
+                write_csv(tmps["csv"], rows)
             if overlay:
                 write_overlay(tmps["overlay"], labels, prob, background=None if x is None else x[1])
             del prob, labels
         return FileResult(path, True, outputs=dict(finals), n_proposals=len(rows), shape=(int(H), int(W)),
-                          streamed=streamed, seconds=time.perf_counter() - t0)
+                          streamed=streamed, seconds=time.perf_counter() - t0, summary=summary)
     finally:
         lazy = arr = source = None
         scratch.unlink(missing_ok=True)
@@ -197,8 +220,8 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
                   input_kind: str = "outlines", out_dir: str | os.PathLike = "predictions", *, mode: str = "halo",
                   tile: int | None = None, batch: int | None = None, threads: int | None = None,
                   threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False,
-                  progress: bool = False,
-                  stream_pixels: int = STREAM_PIXELS,
+                  progress: bool = False, stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
+                  pixel_size: float | None = None,
                   on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """Predict every image in ``inputs`` (files and/or folders) into ``out_dir``.
 
@@ -207,6 +230,7 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
     other files still run; each failure is logged, or handed to ``on_result`` when given (so
     it is reported once). A model that turns out broken (:class:`ModelError`) stops the run.
     ``out_dir`` is created when needed and removed again if it was new and stayed empty.
+    With ``quantities``, ``out_dir/summary.csv`` gets one row per ``*_summary.json`` in ``out_dir``.
     Returns one result per input file, in order.
     """
     if isinstance(inputs, (str, os.PathLike)):
@@ -239,7 +263,7 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
             try:
                 r = predict_file(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
                                  threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
-                                 stream_pixels=stream_pixels)
+                                 stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size)
                 log.info("%s: %d proposal(s) in %.2f s", f, r.n_proposals, r.seconds)
             except ModelError:
                 raise
@@ -259,4 +283,6 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
             predictor.close()
         if new_out and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+    if any(r.ok and r.summary for r in results):   # every image summary in the folder, earlier runs too
+        write_summary_csv(out / SUMMARY_CSV, [read_image_summary(p) for p in find_image_summaries(out)])
     return results
