@@ -63,7 +63,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .constants import DEFAULT_HALO, DIVISOR, INPUT_KINDS, MIN_PROPOSAL_SIZE, THRESHOLD
+from .constants import DASK_CHUNK, DEFAULT_HALO, DIVISOR, INPUT_KINDS, MIN_PROPOSAL_SIZE, THRESHOLD
 from .errors import ClusterError, InputError, ModelError, OutputError
 from .files import atomic_paths, temp_name
 from .inputs import check_size, check_values, is_zarr, open_zarr, squeeze
@@ -81,9 +81,8 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_CHUNK", "ZARR_OUTPUT_SUFFIX", "ModelSpec", "Chunk", "connect", "chunk_windows",
            "worker_predictor", "predict_files_dask", "predict_image_dask", "read_zarr_prob", "read_zarr_labels"]
 
-#: Side of a chunk of a large image (px, a multiple of 16) and of the output store's zarr chunks:
-#: a 1248 px window (+112 px context per side) is one forward pass of the demo model.
-DEFAULT_CHUNK = 1024
+#: Side of a chunk of a large image (px, a multiple of 16) and of the output store's zarr chunks.
+DEFAULT_CHUNK = DASK_CHUNK
 #: The store a large image's probability (and its ``labels/rosettes``) is written into.
 ZARR_OUTPUT_SUFFIX = "_prob.ome.zarr"
 #: Pyramid levels of the output store stop once the longer side is at most this.
@@ -216,8 +215,8 @@ def worker_predictor(spec: ModelSpec) -> Predictor:
         return pred
 
 
-def _model_spec(model: Any, backend: str, client: Any, threads: int | None, pad: str | None, tile: int | None,
-                context: int | None, border: int | None) -> ModelSpec:
+def _model_path(model: Any, threads: int | None) -> str:
+    """The model's absolute path, checked before any cluster is started."""
     if not isinstance(model, (str, os.PathLike)):
         raise ModelError("the dask runner loads the model on every worker from its file: give the path of an "
                          "rdf.yaml, a package folder or a checkpoint, not a loaded model")
@@ -226,7 +225,13 @@ def _model_spec(model: Any, backend: str, client: Any, threads: int | None, pad:
         raise ModelError(f"{path}: no such model file or package folder")
     if threads is not None and threads < 1:
         raise ModelError(f"threads must be at least 1, got {threads}")
-    return ModelSpec(str(path.resolve()), backend, threads, _thread_shares(client), pad, tile, context, border)
+    return str(path.resolve())
+
+
+def _model_spec(model: Any, backend: str, client: Any, threads: int | None, pad: str | None, tile: int | None,
+                context: int | None, border: int | None) -> ModelSpec:
+    return ModelSpec(_model_path(model, threads), backend, threads, _thread_shares(client), pad, tile, context,
+                     border)
 
 
 # ----------------------------------------------------------------------------- chunk geometry
@@ -626,6 +631,7 @@ def predict_image_dask(path: str | os.PathLike, model: Any, dask: Any = "local",
         raise InputError(f"{path}: no such file")
     if out.exists() and not out.is_dir():
         raise OutputError(f"output folder {out}: exists and is not a folder")
+    _model_path(model, threads)
     out.mkdir(parents=True, exist_ok=True)
     with connect(dask) as client:
         spec = _model_spec(model, backend, client, threads, pad, tile, context, border)
@@ -695,6 +701,9 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                          f"(got mode {mode!r})")
     kwargs = dict(mode=mode, tile=tile, batch=batch, threshold=threshold, min_size=min_size, overlay=overlay,
                   progress=False, stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size)
+    if not files:
+        return list(failed)
+    _model_path(model, threads)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with connect(dask) as client:
