@@ -78,7 +78,8 @@ from .summary import SUMMARY_CSV, find_image_summaries, read_image_summary, writ
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CHUNK", "ZARR_OUTPUT_SUFFIX", "ModelSpec", "Chunk", "connect", "chunk_windows",
+__all__ = ["DEFAULT_CHUNK", "ZARR_OUTPUT_SUFFIX", "ModelSpec", "Chunk", "connect", "local_cluster_options",
+           "chunk_windows",
            "worker_predictor", "predict_files_dask", "predict_image_dask", "read_zarr_prob", "read_zarr_labels"]
 
 #: Side of a chunk of a large image (px, a multiple of 16) and of the output store's zarr chunks.
@@ -121,9 +122,7 @@ def connect(spec: Any) -> Iterator[Any]:
                 raise ClusterError(f"--dask {text}: expected local:N with N a number of workers") from None
             if workers < 1:
                 raise ClusterError(f"--dask {text}: at least one worker")
-            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                               host="127.0.0.1", dashboard_address=None,
-                                               silence_logs=logging.ERROR)
+            cluster = distributed.LocalCluster(**local_cluster_options(workers))
             client = distributed.Client(cluster)
         elif "://" in text:
             try:
@@ -142,6 +141,13 @@ def connect(spec: Any) -> Iterator[Any]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def local_cluster_options(workers: int) -> dict:
+    """:class:`distributed.LocalCluster` settings of ``local:N``: N single-threaded worker processes,
+    every socket (scheduler, workers, nannies, their HTTP servers) on 127.0.0.1 at a free port."""
+    return dict(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
 
 
 def _host(address: str) -> str:

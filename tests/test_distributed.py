@@ -10,7 +10,6 @@ and zarr / OME-Zarr input.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 from pathlib import Path
@@ -32,8 +31,7 @@ RDF = ROOT / "rdf.yaml"
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
+    with LocalCluster(**rd.local_cluster_options(2)) as cluster, Client(cluster) as c:
         yield c
 
 
@@ -136,6 +134,16 @@ def test_workers_load_the_model_once_with_their_share_of_the_cores(client):
     first, again = on_each(), on_each()
     assert len(first) == 2 and first == again                  # the same session, kept
     assert {threads for _, threads, _ in first} == {shares["127.0.0.1"]}
+
+
+def test_the_test_cluster_listens_on_127_0_0_1_only(client):
+    import psutil
+
+    pids = {os.getpid(), *client.run(os.getpid).values()}
+    pids |= {p.pid for pid in list(pids) for p in psutil.Process(pid).children()}
+    listening = {(c.laddr.ip, pid) for pid in pids for c in psutil.Process(pid).net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening and {ip for ip, _ in listening} == {"127.0.0.1"}
 
 
 # ----------------------------------------------------------------------------- a large image
