@@ -14,7 +14,7 @@ Demo package (rdf.yaml, base 16, onnx backend), all on this machine:
   cluster / predictor (what a long screen sees).
 * **Large images**: an outline image written as OME-Zarr (uint8, 1024^2 chunks) chunked across
   ``local:2`` into ``<stem>_prob.ome.zarr``; each size in its own process, with every worker's
-  peak RSS (``ru_maxrss``) after loading the model and after the run, and the client's peak.
+  RSS after loading the model and peak RSS (``VmHWM``) over the run, and the client's peak.
 * **On paper**: 10,000 images of 1024^2 on a 64-worker cluster from the measured cost per image
   of one single-threaded worker.
 
@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -53,8 +52,21 @@ def _quiet() -> None:
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
+def _status_mb(field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of this process in MB. Unlike ``ru_maxrss``, which a
+    child inherits from its parent and keeps across exec, ``VmHWM`` starts afresh with each program."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _status_mb("VmHWM")
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -132,10 +144,6 @@ def _write_input(path: Path, size: int, tissue: np.ndarray) -> None:
                                       {"type": "scale", "scale": [1.0, 1.0]}]}]}]
 
 
-def _worker_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def large(size: int, chunk: int, work: Path) -> dict:
     from distributed import Client, LocalCluster
 
@@ -153,11 +161,11 @@ def large(size: int, chunk: int, work: Path) -> dict:
         spec = rd._model_spec(RDF, "onnx", client, None, None, None, None, None)
         for w in sorted(client.scheduler_info(n_workers=-1)["workers"]):
             client.submit(rd._geometry_task, spec, workers=[w], pure=False).result()     # load the model
-        loaded = client.run(_worker_peak_mb)
+        loaded = client.run(_rss_mb)
         t0 = time.perf_counter()
         r = rd.predict_image_dask(src, RDF, client, out_dir=work / f"out{size}", chunk=chunk)
         seconds = time.perf_counter() - t0
-        peak = client.run(_worker_peak_mb)
+        peak = client.run(_peak_rss_mb)
     assert r.ok, r.error
     n_chunks = len(rd.chunk_windows(size, size, chunk))
     window = chunk + 2 * 112
