@@ -648,9 +648,11 @@ def predict_image_dask(path: str | os.PathLike, model: Any, dask: Any = "local",
 
 def _remove_orphans(out_dir: Path, results: list[FileResult]) -> None:
     """Temporary files of tasks that died with their worker (the rerun wrote the outputs)."""
+    import glob
+
     for r in results:
-        stem = image_stem(r.path)
-        for pattern in (f".{stem}_*.tmp", f".{stem}{ZARR_OUTPUT_SUFFIX}.*.tmp"):
+        stem = glob.escape(image_stem(r.path))
+        for pattern in (f".{stem}_*.tmp",):
             for orphan in out_dir.glob(pattern):
                 if orphan.is_dir():
                     shutil.rmtree(orphan, ignore_errors=True)
