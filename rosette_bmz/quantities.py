@@ -109,7 +109,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .baseline import LABEL_GAP_FILL, MIN_MULTIPLICITY, cells_from_outlines, find_vertices, grow_cells
+from .baseline import LABEL_GAP_FILL, cells_from_outlines, find_vertices, grow_cells
+from .constants import MERGE_DISTANCE, MIN_MULTIPLICITY, SMALL_CELL_FRACTION
 from .errors import QuantityError
 from .files import atomic_path
 from .inputs import build_input
@@ -120,10 +121,6 @@ __all__ = ["QuantityError", "Cells", "TOPOLOGY_COLUMNS", "SMALL_CELL_FRACTION", 
 
 #: Columns :func:`describe_proposals` adds to a proposal row (and :func:`write_rosette_csv` to the CSV).
 TOPOLOGY_COLUMNS = ("k", "kind", "cells", "central", "vertex_y", "vertex_x", "note")
-#: A cell smaller than this fraction of its neighbours' median area is an extruding cell (the baseline's rule).
-SMALL_CELL_FRACTION = 0.5
-#: Raw vertices joined by a border shorter than this (px) are one vertex (module doc, "Vertices").
-MERGE_DISTANCE = 3.5
 _HEX_AREA = math.sqrt(3) / 2
 
 
