@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .constants import BACKENDS, INPUT_KINDS, PAD_MODES
+from .constants import BACKENDS, EVAL_TRUTHS, INPUT_KINDS, PAD_MODES
 from .errors import RosetteError
 from .summary import GROUPINGS
 
@@ -120,7 +120,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if p.is_dir() or not p.parent.is_dir():
             raise EvaluationError(f"{p}: cannot write the report there (a directory, or its folder does not exist)")
     report = evaluate_dataset(args.model, args.data, args.backend, mode=args.mode, threads=args.threads,
-                              baseline=not args.no_baseline, baseline_input=args.baseline_input, progress=True)
+                              baseline=not args.no_baseline, baseline_input=args.baseline_input, progress=True,
+                              truth=args.truth)
     print(report["table_markdown"])
     if args.out is not None:
         write_report(report, args.out)
@@ -256,6 +257,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--baseline-input", default="outlines", choices=("outlines", "labels"),
                    help="what the classical baseline reads: the model's outlines (default) or <name>_labels.tif")
     p.add_argument("--no-baseline", action="store_true", help="skip the classical baseline column")
+    p.add_argument("--truth", default="files", choices=EVAL_TRUTHS,
+                   help="ground truth: the <name>_rosettes.tif annotations (default), or read off each "
+                        "<name>_labels.tif by the rosette definition (docs/metrics.md)")
     p.add_argument("--out", default=None,
                    help="write the JSON report here (<checkpoint stem>.eval.json beside a checkpoint: "
                         "`rosette-bmz export` puts the table in the package README)")
