@@ -11,9 +11,14 @@ generator's streams). ``rosette-bmz synth --world NAME`` and the trainer's
 ``heldout``
     The same distribution, seeds shifted by 1,000,000: in-distribution test images that share
     no seed with training images written from seeds below that.
+``default``
+    ``generate()``'s defaults (24 px cells, Cellpose inner outlines, noise 0.5, 1.5 planted
+    rosettes per 100 cells, half of them wedges): the setting the pre-issue-13 demo weights were
+    trained on, now with every rosette labelled.
 ``small_cells``, ``large_cells``, ``wide_lines``, ``noise1``, ``poisson``, ``hexjitter``
     "Other worlds": the training distribution with one setting *outside* its training range
-    (cells of 12 px or 45 px without a size gradient; 4-5 px outline lines; noise 1; a
+    (cells of 12 px or 45 px without a size gradient; 4-5 px outline lines, on cells of 24-40 px
+    so that the lines cover less than the input guard's 45 % of the image; noise 1; a
     Poisson-disc or a jittered-hexagon Voronoi tiling instead of the relaxed one). Each has its
     own seed offset. They measure generalisation (``benchmarks/generalisation.py``).
 
@@ -56,7 +61,7 @@ import numpy as np
 from .constants import OUTLINE_STYLES, TILINGS, TISSUE_FREE_SHAPES
 from .errors import SynthError
 
-__all__ = ["World", "WORLDS", "get_world", "TRAIN_WORLDS", "OTHER_WORLDS"]
+__all__ = ["World", "WORLDS", "get_world", "IN_DISTRIBUTION_WORLDS", "OTHER_WORLDS"]
 
 #: Salt of the settings stream (``SeedSequence([seed, salt])``), so settings draws never reuse
 #: the generator's own streams.
@@ -172,12 +177,21 @@ WORLDS: dict[str, World] = {w.name: w for w in (
     _TRAIN,
     replace(_TRAIN, name="heldout", description="the training distribution, other seeds (in-distribution test)",
             seed_offset=1_000_000),
+    World("default", "generate()'s defaults (24 px cells, inner outlines, noise 0.5): the setting the "
+          "pre-issue-13 demo weights were trained on", cell_diameter=(24.0, 24.0), gradient=(1.0, 1.5),
+          elongation=(1.0, 1.35), warp=(1.0, 1.0), wiggle=(1.0, 1.0), lloyd_iterations=(4, 4), noise=(0.5, 0.5),
+          outline_style=("inner",), rosette_density=(1.5, 1.5), wedge_fraction=(0.5, 0.5),
+          extrusion_fraction=(0.35, 0.35), decoy_density=(1.0, 1.0), tissue_free=(0.03, 0.15),
+          tissue_free_shape=("blobs",), local_diameter=None, seed_offset=8_000_000),
     replace(_TRAIN, name="small_cells", description="cells of 12 px, no size gradient (training: 14-40 px)",
             cell_diameter=(12.0, 12.0), gradient=(1.0, 1.0), local_diameter=None, seed_offset=2_000_000),
     replace(_TRAIN, name="large_cells", description="cells of 45 px, no size gradient (training: 14-40 px)",
             cell_diameter=(45.0, 45.0), gradient=(1.0, 1.0), local_diameter=None, seed_offset=3_000_000),
-    replace(_TRAIN, name="wide_lines", description="4-5 px outline lines (training: inner / watershed / 2-3 px)",
-            outline_style=("thick",), thick_width=(4, 5), seed_offset=4_000_000),
+    # cells of >= 20 px only: 5 px lines around 14 px cells would cover 57 % of the image, which the
+    # input guard refuses (more than 45 % foreground looks like a filled mask, inputs.check_values)
+    replace(_TRAIN, name="wide_lines", description="4-5 px outline lines (training: inner / watershed / 2-3 px), "
+            "cells of 24-40 px", outline_style=("thick",), thick_width=(4, 5), cell_diameter=(24.0, 40.0),
+            local_diameter=(20.0, 40.0), seed_offset=4_000_000),
     replace(_TRAIN, name="noise1", description="segmentation noise 1 (training: 0-0.8)",
             noise=(1.0, 1.0), seed_offset=5_000_000),
     replace(_TRAIN, name="poisson", description="Poisson-disc Voronoi tiling, not relaxed (training: Lloyd-relaxed)",
@@ -186,9 +200,9 @@ WORLDS: dict[str, World] = {w.name: w for w in (
             "Lloyd-relaxed)", tiling=("hexjitter",), seed_offset=7_000_000),
 )}
 
-#: The in-distribution worlds and the "other worlds" (outside the training ranges).
-TRAIN_WORLDS = ("train", "heldout")
-OTHER_WORLDS = tuple(n for n in WORLDS if n not in TRAIN_WORLDS)
+#: The worlds within the training ranges, and the "other worlds" (one setting outside them).
+IN_DISTRIBUTION_WORLDS = ("train", "heldout", "default")
+OTHER_WORLDS = tuple(n for n in WORLDS if n not in IN_DISTRIBUTION_WORLDS)
 
 
 def get_world(world: str | World) -> World:
