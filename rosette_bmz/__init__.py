@@ -26,7 +26,8 @@ _LAZY = {
     "AttentionUNet": "model",
     # checkpoints, synthetic data, proposals, metrics, baseline
     "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "generate": "synth", "write_dataset": "synth", "load_dataset": "synth", "SynthImage": "synth",
+    "generate": "synth", "generate_world": "synth", "write_dataset": "synth", "load_dataset": "synth",
+    "SynthImage": "synth", "find_rosettes": "definition",
     "find_proposals": "proposals",
     "MetricsAccumulator": "metrics", "detect_rosettes": "baseline",
     # package export, runner

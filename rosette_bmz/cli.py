@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .constants import BACKENDS, DASK_CHUNK, INPUT_KINDS, PAD_MODES
+from .constants import BACKENDS, DASK_CHUNK, EVAL_TRUTHS, INPUT_KINDS, PAD_MODES
 from .errors import RosetteError
 from .summary import GROUPINGS
 
@@ -27,7 +27,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import write_dataset
 
     written = write_dataset(args.out, n=args.n, size=args.size, seed=args.seed, noise=args.noise,
-                            cell_diameter=args.cell_diameter, progress=True)
+                            cell_diameter=args.cell_diameter, world=args.world, progress=True)
     print(f"wrote {len(written)} synthetic image(s) to {args.out} "
           f"(synth_NNNN_labels.tif, _outlines.tif, _rosettes.tif, .json)")
     return 0
@@ -132,7 +132,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if p.is_dir() or not p.parent.is_dir():
             raise EvaluationError(f"{p}: cannot write the report there (a directory, or its folder does not exist)")
     report = evaluate_dataset(args.model, args.data, args.backend, mode=args.mode, threads=args.threads,
-                              baseline=not args.no_baseline, baseline_input=args.baseline_input, progress=True)
+                              baseline=not args.no_baseline, baseline_input=args.baseline_input, progress=True,
+                              truth=args.truth)
     print(report["table_markdown"])
     if args.out is not None:
         write_report(report, args.out)
@@ -188,10 +189,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4, help="number of images")
     p.add_argument("--size", type=int, default=1024, help="image height and width in pixels")
     p.add_argument("--seed", type=int, default=0, help="random seed (image i uses seed + i)")
-    p.add_argument("--noise", type=float, default=0.5,
-                   help="segmentation-noise strength in [0, 1], 0 = perfect outlines (default 0.5)")
+    p.add_argument("--noise", type=float, default=None,
+                   help="segmentation-noise strength in [0, 1], 0 = perfect outlines (default 0.5; "
+                        "with --world: drawn per image)")
     p.add_argument("--cell-diameter", type=float, default=None,
-                   help="mean cell diameter in pixels (default 24: ~3 um cells at 0.134 um/px)")
+                   help="mean cell diameter in pixels (default 24: ~3 um cells at 0.134 um/px; with --world: "
+                        "drawn per image)")
+    p.add_argument("--world", default=None,
+                   help="draw each image's settings from a named world: train (the randomised training "
+                        "distribution), heldout (same, other seeds), or an 'other world' outside the training "
+                        "ranges: small_cells, large_cells, wide_lines, noise1, poisson, hexjitter")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_synth)
 
@@ -268,6 +275,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--baseline-input", default="outlines", choices=("outlines", "labels"),
                    help="what the classical baseline reads: the model's outlines (default) or <name>_labels.tif")
     p.add_argument("--no-baseline", action="store_true", help="skip the classical baseline column")
+    p.add_argument("--truth", default="files", choices=EVAL_TRUTHS,
+                   help="ground truth: the <name>_rosettes.tif annotations (default), or read off each "
+                        "<name>_labels.tif by the rosette definition (docs/metrics.md)")
     p.add_argument("--out", default=None,
                    help="write the JSON report here (<checkpoint stem>.eval.json beside a checkpoint: "
                         "`rosette-bmz export` puts the table in the package README)")

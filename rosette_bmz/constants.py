@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
-           "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK"]
+           "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
+           "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS"]
 
 #: Height and width of a network input must be multiples of this (four 2x poolings).
 DIVISOR = 16
@@ -61,3 +62,33 @@ MIN_IMAGE_SIZE = 32
 #: work and the zarr chunk of the output; with 112 px of context a 1248 px window, one forward
 #: pass of the demo model under the streaming activation budget.
 DASK_CHUNK = 1024
+
+#: What a rosette is (docs/metrics.md, "What a rosette is"; :mod:`rosette_bmz.definition`): at least
+#: this many cells meet at one vertex, or close around an extruding cell.
+MIN_MULTIPLICITY = 5
+
+#: Partial vertices (2x2 pixel windows holding >= 3 cells) joined by a cell-cell border shorter than
+#: this (px, centre to centre) are one vertex: cells meet at a point when their borders come within
+#: about 2 px of it. 3.5 is the largest of 2.5 / 3.5 / 4 / 5 px that made no >= 5-cell junction out
+#: of two ordinary 3-cell vertices on noise-free synthetic tissue (rosette_bmz/quantities.py).
+MERGE_DISTANCE = 3.5
+
+#: An extruding cell is smaller than this fraction of the median area of its own neighbours
+#: (extruding cells measured 0.15-0.41, ordinary cells with >= 5 neighbours >= 0.56).
+SMALL_CELL_FRACTION = 0.5
+
+#: How the synthetic generator draws cell outlines (rosette_bmz.synth.draw_outlines): Cellpose
+#: inner outlines (1 px inside each cell, so 2 px between cells), 1 px watershed lines between
+#: cells, and thick lines (2-6 px).
+OUTLINE_STYLES: tuple[str, ...] = ("inner", "watershed", "thick")
+
+#: How the generator seeds its Voronoi tissue: relaxed (Lloyd) uniform seeds, Poisson-disc
+#: (random sequential adsorption) seeds, or a jittered hexagonal lattice.
+TILINGS: tuple[str, ...] = ("lloyd", "poisson", "hexjitter")
+
+#: Shape of the generator's tissue-free regions: smooth random blobs, or one disc.
+TISSUE_FREE_SHAPES: tuple[str, ...] = ("blobs", "disc")
+
+#: Where ``rosette-bmz evaluate`` takes the ground truth from: the ``<name>_rosettes.tif``
+#: annotations, or the rosette definition applied to each ``<name>_labels.tif``.
+EVAL_TRUTHS: tuple[str, ...] = ("files", "labels")

@@ -13,6 +13,13 @@ model reads, ``<stem>_outlines.tif`` (binary Cellpose-style outlines) or, if tha
 absent, ``<stem>_labels.tif`` (a cell label image; the outlines are drawn from it with
 :func:`rosette_bmz.inputs.inner_outlines`). An optional ``<stem>.json`` adds the decoys
 (``"decoys": [{"y", "x", ...}]``) and ``"cell_diameter"`` (pixels; sets the decoy radius).
+
+``truth="labels"`` (``rosette-bmz evaluate --truth labels``) needs no annotation at all: the
+ground truth is read off each ``<stem>_labels.tif`` (a corrected segmentation, or any cell
+tiling) by the one definition of a rosette (:func:`rosette_bmz.definition.find_rosettes`, gaps
+up to 3 px closed first): its rosettes are the events, its 4-cell junctions the decoys, the
+typical cell diameter sets the decoy radius. The synthetic generator labels its images with the
+same function (on its clean tiling, before segmentation noise).
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as M
+from .constants import EVAL_TRUTHS as TRUTHS
 from .errors import EvaluationError
 from .files import atomic_path
 
-__all__ = ["EvaluationError", "EvalImage", "MODEL_CARD", "load_eval_dataset", "evaluate_dataset",
+__all__ = ["EvaluationError", "EvalImage", "MODEL_CARD", "TRUTHS", "load_eval_dataset", "evaluate_dataset",
            "format_table", "write_report"]
+
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +120,19 @@ def _read(path: Path) -> np.ndarray:
     return arr
 
 
-def load_eval_dataset(directory: str | os.PathLike) -> list[EvalImage]:
-    """Read every ``<stem>_rosettes.tif`` of ``directory`` with its input (module doc), sorted by stem."""
+def load_eval_dataset(directory: str | os.PathLike, truth: str = "files") -> list[EvalImage]:
+    """Read every ``<stem>_rosettes.tif`` of ``directory`` with its input (module doc), sorted by stem.
+
+    ``truth="labels"``: every ``<stem>_labels.tif`` instead, its ground truth made by the
+    definition (module doc).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise EvaluationError(f"{directory}: no such directory")
+    if truth not in TRUTHS:
+        raise EvaluationError(f"truth must be one of {', '.join(TRUTHS)}, not {truth!r}")
+    if truth == "labels":
+        return _truth_from_labels(directory)
     stems = sorted({p.name[: p.name.rindex("_rosettes")] for ext in _SUFFIXES
                     for p in directory.glob(f"*_rosettes{ext}")})
     if not stems:
@@ -154,6 +171,35 @@ def load_eval_dataset(directory: str | os.PathLike) -> list[EvalImage]:
                 if not (isinstance(d, dict) and "y" in d and "x" in d):
                     raise EvaluationError(f"{js}: every decoy needs 'y' and 'x', got {d!r}")
         items.append(EvalImage(stem, outlines, rosettes.astype(np.int64, copy=False), meta, labels, source))
+    return items
+
+
+def _truth_from_labels(directory: Path) -> list[EvalImage]:
+    from .baseline import LABEL_GAP_FILL
+    from .definition import find_rosettes
+
+    stems = sorted({p.name[: p.name.rindex("_labels")] for ext in _SUFFIXES for p in directory.glob(f"*_labels{ext}")})
+    if not stems:
+        raise EvaluationError(f"{directory}: no label images found (expected <name>_labels.tif: a cell label "
+                              "image per image, the ground truth is read off it by the rosette definition)")
+    items = []
+    for stem in stems:
+        lab_path = _find(directory, stem, "_labels")
+        labels = _read(lab_path)
+        if labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+            raise EvaluationError(f"{lab_path}: a cell label image must hold non-negative integers, got {labels.dtype}")
+        t = find_rosettes(labels, fill_gaps=LABEL_GAP_FILL)
+        out_path = _find(directory, stem, "_outlines")
+        if out_path is not None:
+            outlines, source = _read(out_path), str(out_path)
+            if outlines.shape != labels.shape:
+                raise EvaluationError(f"{out_path}: shape {outlines.shape} differs from {lab_path} {labels.shape}")
+        else:
+            from .inputs import inner_outlines
+
+            outlines, source = inner_outlines(labels).astype(np.uint8), f"{lab_path} (outlines drawn from the labels)"
+        meta = {"truth": "labels", "cell_diameter": t.cell_diameter, "rosettes": t.rosettes, "decoys": t.decoys}
+        items.append(EvalImage(stem, outlines, t.mask.astype(np.int64), meta, labels, source))
     return items
 
 
@@ -201,7 +247,8 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
                      *, predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, mode: str = "published",
                      threads: int | None = None, baseline: bool = True, baseline_input: str = "outlines",
                      baseline_params: dict[str, Any] | None = None, threshold: float = M.THRESHOLD,
-                     min_size: int = M.MIN_PROPOSAL_SIZE, progress: bool = False) -> dict[str, Any]:
+                     min_size: int = M.MIN_PROPOSAL_SIZE, progress: bool = False,
+                     truth: str = "files") -> dict[str, Any]:
     """Score ``model`` and the classical baseline on the ground truth in ``data_dir``.
 
     ``model``: rdf.yaml / package folder / checkpoint / torch module (None with ``predict_fn``), run through
@@ -211,6 +258,8 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
     probability (e.g. for tests or another detector). ``data_dir``: a folder (module doc)
     or already loaded :class:`EvalImage` items. ``baseline_input``: what the baseline reads,
     ``outlines`` (the model's input, default) or ``labels`` (needs ``<stem>_labels.tif``).
+    ``truth``: ``files`` (the ``_rosettes.tif`` annotations) or ``labels`` (the definition applied
+    to each ``_labels.tif``, module doc).
 
     Returns the report: ``metrics`` (``model`` / ``baseline`` summaries, see
     :func:`rosette_bmz.metrics.summarize`), ``model_card``, ``per_image`` and
@@ -222,7 +271,8 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
         raise EvaluationError("give exactly one of model and predict_fn")
     if baseline_input not in ("outlines", "labels"):
         raise EvaluationError(f"baseline_input must be 'outlines' or 'labels', not {baseline_input!r}")
-    items = list(data_dir) if not isinstance(data_dir, (str, os.PathLike)) else load_eval_dataset(data_dir)
+    items = (list(data_dir) if not isinstance(data_dir, (str, os.PathLike))
+             else load_eval_dataset(data_dir, truth=truth))
     if not items:
         raise EvaluationError("no images to evaluate")
     if baseline and baseline_input == "labels":
@@ -294,7 +344,8 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
         "model": model_name, "backend": backend if predictor is not None else None,
         "mode": mode if predictor is not None else None, "data": _data_name(data_dir),
         "n_images": m["n_images"],
-        "settings": {"threshold": threshold, "min_size": min_size, "tier_low_threshold": M.TIER_LOW_THRESHOLD,
+        "settings": {"truth": truth, "threshold": threshold, "min_size": min_size,
+                     "tier_low_threshold": M.TIER_LOW_THRESHOLD,
                      "decoy_radius": "cell_diameter / 4 from the JSON, else "
                                      f"{M.DEFAULT_DECOY_RADIUS:g} px",
                      "baseline_input": baseline_input if baseline else None, "baseline_params": params},

@@ -45,8 +45,9 @@ What a reviewer pays for (not on the card)
   starts no proposal). **proposals per image** = their number / number of images.
 * **event precision**: proposals that overlap a ground-truth rosette by at least one pixel /
   all proposals. **false proposals per image**: proposals that overlap none / images.
-* **decoy hits**: a decoy (a deliberately placed non-rosette vertex, e.g. a 4-cell
-  junction, listed with its centre ``y, x`` in the synthetic JSON ``meta["decoys"]``) is hit
+* **decoy hits**: a decoy (a non-rosette vertex: a 4-cell junction or a small cell closed by 4
+  cells, by the rosette definition, :mod:`rosette_bmz.definition`, away from every rosette;
+  listed with its centre ``y, x`` in the synthetic JSON ``meta["decoys"]``) is hit
   if any proposal has a pixel within ``r`` pixels (Euclidean) of its centre. ``r`` is a
   quarter of the cell diameter when known (about half the distance to the neighbouring
   vertices, so a hit is a proposal closer to the decoy than to any other vertex), else

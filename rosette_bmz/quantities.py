@@ -23,17 +23,16 @@ Vertices
     sharing a cell-cell border shorter than ``merge_distance`` are one vertex, and a small cell
     is collapsed together with every vertex on its border. The multiplicity ``k`` counts the
     cells around the vertex, not the collapsed small cell. ``merge_distance`` is
-    :data:`MERGE_DISTANCE` = 3.5 px here, not the baseline detector's 2.5 px: cells meet at a
-    vertex when their borders come within about 2 px of one point, i.e. when partial vertices
-    are up to about 4 px apart, and segmentation noise splits many-cell vertices over 3-4 px.
-    Of the values tried (2.5, 3.5, 4, 5 px) 3.5 is the largest that creates no junction of
-    >= 5 cells in noise-free synthetic tissue away from the rosettes (4 px: 0.5 per 1024²
-    image; at noise 0.5 such junctions go from 13 to 17 per image from outlines). Measured on
-    16 synthetic 1024² images (489 rosettes, seeds 1000-1015), k read at the true rosettes
-    agrees with the true k for, at noise 0 / 0.5 / 1: outlines 100 / 92.4 / 62.0 %, labels
-    100 / 99.0 / 92.8 % (with 2.5 px: outlines 99.4 / 88.8 / 56.4 %, labels 99.2 / 95.1 /
-    77.3 %). The detector keeps 2.5 px: there a larger value
-    means more false rosettes; here the proposal is given and only its k is read.
+    :data:`~rosette_bmz.constants.MERGE_DISTANCE` = 3.5 px, the rosette definition's
+    (:mod:`rosette_bmz.definition`; since issue 13 the baseline detector uses it too): cells
+    meet at a vertex when their borders come within about 2 px of one point, i.e. when partial
+    vertices are up to about 4 px apart, and segmentation noise splits many-cell vertices over
+    3-4 px. Of the values tried (2.5, 3.5, 4, 5 px) 3.5 was the largest that created no
+    junction of >= 5 cells in the noise-free synthetic tissue of the time, whose chance
+    junctions were pulled apart (4 px: 0.5 per 1024² image). Measured then on 16 synthetic
+    1024² images (489 planted rosettes, seeds 1000-1015), k read at the true rosettes agreed
+    with the true k for, at noise 0 / 0.5 / 1: outlines 100 / 92.4 / 62.0 %, labels 100 / 99.0
+    / 92.8 % (with 2.5 px: outlines 99.4 / 88.8 / 56.4 %, labels 99.2 / 95.1 / 77.3 %).
 
 Small (extruding) cell
     The issue suggests "< ~0.3x the median cell area"; this module keeps the baseline's rule,
@@ -109,7 +108,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .baseline import LABEL_GAP_FILL, MIN_MULTIPLICITY, cells_from_outlines, find_vertices, grow_cells
+from .baseline import LABEL_GAP_FILL, cells_from_outlines, find_vertices, grow_cells
+from .constants import MERGE_DISTANCE, MIN_MULTIPLICITY, SMALL_CELL_FRACTION
 from .errors import QuantityError
 from .files import atomic_path
 from .inputs import build_input
@@ -120,10 +120,6 @@ __all__ = ["QuantityError", "Cells", "TOPOLOGY_COLUMNS", "SMALL_CELL_FRACTION", 
 
 #: Columns :func:`describe_proposals` adds to a proposal row (and :func:`write_rosette_csv` to the CSV).
 TOPOLOGY_COLUMNS = ("k", "kind", "cells", "central", "vertex_y", "vertex_x", "note")
-#: A cell smaller than this fraction of its neighbours' median area is an extruding cell (the baseline's rule).
-SMALL_CELL_FRACTION = 0.5
-#: Raw vertices joined by a border shorter than this (px) are one vertex (module doc, "Vertices").
-MERGE_DISTANCE = 3.5
 _HEX_AREA = math.sqrt(3) / 2
 
 

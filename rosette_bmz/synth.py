@@ -1,4 +1,4 @@
-"""Synthetic *Nematostella*-like epithelium with exactly known rosettes.
+"""Synthetic *Nematostella*-like epithelium whose every rosette is known.
 
 The real annotated images are unpublished, so this generator is the data source for training,
 evaluation, tests and benchmarks. One call to :func:`generate` returns a :class:`SynthImage`:
@@ -9,65 +9,68 @@ evaluation, tests and benchmarks. One call to :func:`generate` returns a :class:
     ``noise > 0`` it has jittered boundaries, thin gaps between cells, merged, split and missed
     cells.
 ``outlines``
-    (H, W) uint8 0/1 Cellpose-style outlines: :func:`rosette_bmz.inputs.inner_outlines` of
-    ``labels``, then (``noise > 0``) broken by short gaps and sprinkled with spurious fragments.
-    With ``noise == 0`` it equals ``inner_outlines(labels)`` exactly.
+    (H, W) uint8 0/1 outlines of ``labels`` in one of three styles (:func:`draw_outlines`):
+    Cellpose inner outlines (default), 1 px watershed lines, or 2-6 px thick lines; then
+    (``noise > 0``) broken by short gaps and sprinkled with spurious fragments. With
+    ``noise == 0`` it equals ``draw_outlines(labels, style)`` exactly.
 ``rosettes``
     (H, W) uint16 rosette instance labels (0 = none); instance ``i`` is ``meta["rosettes"][i-1]``.
 ``meta``
-    JSON-safe dict: parameters, the rosette list (``id, y, x, k, kind, cells, ...``) and the decoy
-    list (``y, x, k, kind, cells``).
+    JSON-safe dict: parameters, the rosette list (``id, y, x, k, kind, cells, central, planted,
+    ...``), the decoy list (the 4-cell junctions) and counts (planted, found, arisen by chance).
+
+Ground truth: the one definition
+--------------------------------
+Every rosette of the image is labelled, planted or arisen by chance: the rosettes and decoys are
+:func:`rosette_bmz.definition.find_rosettes` of the *clean tiling* (``SynthImage.clean_labels``:
+the nearest-seed cells before segmentation noise): every vertex of the cell junction graph where
+>= 5 cells meet (partial vertices less than 3.5 px apart are one vertex), or where >= 5 cells
+close around a small (extruding) cell; the 4-cell junctions away from rosettes are the decoys;
+each mask is the rosette's cells clipped to a disc of one local cell diameter (``mask_radius``).
+``meta["rosettes"][i]["planted"]`` says whether a planted structure sits there (its ring cells
+all meet at that vertex); ``meta["n_planted_found"]`` of ``meta["n_planted"]`` are found so
+(99.6 % of 450 in 20 training-world images: a very narrow ring cell can pass for an extruding
+cell, the rosette is then labelled as the extrusion kind around it), ``meta["n_chance_rosettes"]``
+rosettes arose by chance. Cells of every rosette and of planted decoys are protected from
+merges, splits and drops, so their multiplicity can be read off ``labels`` at any noise level.
 
 How the tissue is made
 ----------------------
-1. *Seeds* are drawn uniformly in a "tissue" plane and relaxed by a few Lloyd (centroidal
-   Voronoi) iterations on a coarse grid: the cells become mostly hexagons with some pentagons and
-   heptagons and a few 4/8-sided cells, like an epithelium (45/24/23 % hexagons/pentagons/
-   heptagons, see ``benchmarks/bench_synth.py``).
-2. *Rosettes* are carved in before the last relaxation: the seeds near a chosen centre ``c`` are
-   removed and ``k`` seeds (5..12) are put **at the same distance** from ``c``. ``c`` is then
-   exactly equidistant from the ``k`` seeds and closer to them than to any other seed, so ``c``
-   is a vertex shared by exactly ``k`` Voronoi cells (wedge-shaped cells pointing at ``c``).
-   The surrounding seeds keep relaxing but are held out of the exclusion circle. For the
-   *extrusion* kind a small, slightly irregular central cell is painted over the tips of the
-   ``k`` wedges, so ``k`` cells close around it.
-3. *Hard negatives* (``meta["decoys"]``, never labelled) are built the same way with ``k = 4``:
-   a 4-cell junction (``"four_cell"``, a T1 intermediate) or a small cell closed by 4 cells
-   (``"small_cell"``). Ordinary 3-cell vertices are everywhere.
-4. *Accidental near-rosettes* (5 or more background cells meeting within a few pixels, which
-   nobody would have labelled) are resolved like T1 transitions before rasterising, so the
-   only >= 5-cell junctions in an image are the recorded ones.
+1. *Seeds* in a "tissue" plane (``tiling``): uniform seeds relaxed by a few Lloyd (centroidal
+   Voronoi) iterations (``lloyd``; mostly hexagons with pentagons and heptagons, like an
+   epithelium), Poisson-disc seeds (``poisson``) or a jittered hexagonal lattice (``hexjitter``).
+2. *Planted rosettes* are carved in before the last relaxation: the seeds near a chosen centre
+   ``c`` are removed and ``k`` seeds (5..12) are put **at the same distance** from ``c``, which
+   makes ``c`` a vertex of exactly ``k`` Voronoi cells. *Wedge* style: the ``k`` seeds evenly
+   spaced (wedge cells, straight spokes); *compact* style (``1 - wedge_fraction``): the seeds
+   keep the directions of the ``k`` cells nearest ``c``, evened out only as far as needed, on a
+   smaller circle, so the junction looks like one that arose by chance. The surrounding seeds
+   relax but are held out of an exclusion circle. For the *extrusion* kind a small, irregular
+   central cell (radius ``central_radius`` cell diameters) is painted over the tips of the
+   ``k`` cells.
+3. *Planted hard negatives* are built the same way with ``k = 4``: a 4-cell junction (T1
+   intermediate) or a small cell closed by 4 cells. Many more 4-cell junctions arise by chance.
+4. Junctions of >= 5 cells that arise by chance (two or more Voronoi vertices a few px apart)
+   are kept and labelled; nothing is pulled apart.
 5. The pixel grid is mapped into the tissue plane by a smooth map: a conformal density gradient,
-   an anisotropic stretch (elongated cells), a large-scale smooth warp, a cell-scale wiggle
-   (curved edges) and, with noise, a fine boundary jitter. Each pixel takes the label of its
-   nearest seed. The map is a smooth bijection, so the topology above (who meets whom at ``c``)
-   is kept in the image, and each structure's seeds are placed around the tissue-plane image of
-   a pixel centre, so recorded centres are exact pixel positions.
-6. Optional tissue-free regions (label 0): the cells whose centre falls into a thresholded
-   smooth random field are removed, so the tissue edge follows cell outlines.
-
-Ground-truth rosette mask (the one definition used everywhere)
---------------------------------------------------------------
-Instance ``i`` = the pixels of the participating cells of rosette ``i`` (the ``k`` wedge cells,
-plus the central cell for the extrusion kind) in the *clean tiling* (``SynthImage.clean_labels``:
-the nearest-seed cells, boundary jitter included, before gaps, merges, splits and drops; border
-pixels included), clipped to a disc of radius ``mask_radius * local cell diameter`` (default
-1.0) around the rosette centre. It is compact and centred on the junction. Rosettes never
-overlap and keep most of a cell diameter from each other and from decoys. Rosette and decoy
-cells are protected from merges, splits and drops, so their multiplicity can be read off
-``labels`` at any noise level.
+   an anisotropic stretch (elongated cells), a large-scale smooth warp and a cell-scale wiggle
+   (curved edges). Each pixel takes the label of its nearest seed (the clean tiling). The
+   segmentation is rasterised through the same map plus a fine boundary jitter.
+6. Optional tissue-free regions (label 0, ``tissue_free``): smooth random blobs or one disc;
+   the cells whose centre falls into them are removed, so the tissue edge follows cell outlines.
 
 Segmentation-like noise (``noise`` in [0, 1], 0 = perfect)
 ---------------------------------------------------------
 Jittered boundaries (a displacement field of about ``noise`` px), thin gaps between segmented
 cells in parts of the image, rounded mask corners (small holes where three cells meet), merged
 neighbour pairs, cells split in two by a straight cut, missed cells (label 0), and in
-``outlines`` short breaks and spurious line fragments.
+``outlines`` short breaks and spurious line fragments (as wide as the lines).
 
 Randomness comes from two ``numpy.random.Generator`` streams spawned from ``seed``: one for the
 tissue geometry (cells, rosettes, decoys), one for the noise. The same arguments give the same
-image, and the same seed at another ``noise`` gives the same tissue, rosette centres, ``k`` and
-kinds.
+image, and the same seed at another ``noise`` or outline style gives the same clean tiling,
+hence the same rosettes, masks and decoys. :func:`generate_world` draws the arguments from a
+named distribution (:mod:`rosette_bmz.worlds`).
 """
 
 from __future__ import annotations
@@ -82,12 +85,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .constants import OUTLINE_STYLES, TILINGS, TISSUE_FREE_SHAPES
 from .errors import SynthError
 from .files import atomic_path
 from .inputs import inner_outlines
+from .worlds import WORLDS, World, get_world
 
-__all__ = ["SynthImage", "SynthError", "generate", "write_dataset", "load_dataset", "DEFAULT_CELL_DIAMETER",
-           "MIN_SIZE_CELLS", "FILE_SUFFIXES"]
+__all__ = ["SynthImage", "SynthError", "generate", "generate_world", "draw_outlines", "write_dataset",
+           "load_dataset", "DEFAULT_CELL_DIAMETER", "MIN_SIZE_CELLS", "FILE_SUFFIXES", "WORLDS", "World",
+           "get_world"]
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +107,8 @@ MIN_SIZE_CELLS = 4
 #: Files written per image by :func:`write_dataset` (``synth_0000`` + suffix).
 FILE_SUFFIXES = ("_labels.tif", "_outlines.tif", "_rosettes.tif", ".json")
 
-_VERSION = 1
+_VERSION = 2
 _HEX_AREA = math.sqrt(3) / 2  # area of a hexagonal cell of centre spacing 1
-_MASK_DEFINITION = ("union of the participating cells (k wedge cells, plus the central cell for the extrusion "
-                    "kind) of the clean tiling, clipped to a disc of radius mask_radius * local cell diameter "
-                    "around the centre")
 
 
 @dataclass
@@ -183,35 +186,54 @@ def _ring_radius(k: int, d: float) -> float:
 # ----------------------------------------------------------------------------- main entry
 def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: float | None = None,
              noise: float = 0.5, n_rosettes: int | None = None, rosette_density: float = 1.5,
-             extrusion_fraction: float = 0.35, k_range: tuple[int, int] = (5, 12),
+             extrusion_fraction: float = 0.35, k_range: Sequence[int] = (5, 12),
              n_decoys: int | None = None, decoy_density: float = 1.0, elongation: float | None = None,
              gradient: float | None = None, warp: float = 1.0, wiggle: float = 1.0, tissue_free: float | None = None,
-             mask_radius: float = 1.0, lloyd_iterations: int = 4) -> SynthImage:
-    """Generate one synthetic epithelium image with known rosettes.
+             mask_radius: float = 1.0, lloyd_iterations: int = 4, wedge_fraction: float = 0.5,
+             central_radius: Sequence[float] = (0.18, 0.32), tiling: str = "lloyd",
+             tissue_free_shape: str = "blobs", outline_style: str = "inner",
+             line_width: int | None = None) -> SynthImage:
+    """Generate one synthetic epithelium image; its rosettes are read off the clean tiling by the rule.
 
     Args:
         size: image size, an int (square) or ``(height, width)``.
         seed: seed of the ``numpy.random.Generator``; same arguments give the same image.
         cell_diameter: mean cell diameter in pixels at the image centre (default 24, about
-            3 µm at 0.134 µm/px).
+            3 µm at 0.134 µm/px), 12-400.
         noise: segmentation-noise strength in [0, 1]; 0 gives perfect outlines
-            (``outlines == inner_outlines(labels)``).
-        n_rosettes: number of rosettes (default: Poisson with mean ``rosette_density`` per 100
-            cells). Fewer are placed if they do not fit (a warning is logged). Rosettes and
-            decoys keep at least half a cell diameter of ordinary tissue between them.
-        rosette_density: mean rosettes per 100 cells when ``n_rosettes`` is None.
-        extrusion_fraction: probability that a rosette is of the extrusion kind.
-        k_range: (min, max) cells per rosette, within 5..12; smaller k is more frequent.
-        n_decoys: number of 4-cell hard negatives (default: Poisson, ``decoy_density`` per 100 cells).
-        decoy_density: mean decoys per 100 cells when ``n_decoys`` is None.
-        elongation: cell aspect ratio (1 = isotropic); None draws one in [1, 1.35].
-        gradient: ratio of cell size across the image (density gradient); None draws one in [1, 1.5].
-        warp: strength of the large-scale smooth warp (0 = none).
-        wiggle: strength of the cell-scale curvature of cell edges (0 = straight Voronoi edges).
-        tissue_free: fraction of the image without tissue (label 0); None: 0 for 60 % of the
-            seeds, else a fraction in [0.03, 0.15].
-        mask_radius: ground-truth clip radius in local cell diameters (see module docstring).
-        lloyd_iterations: relaxation iterations (more = more regular hexagons).
+            (``outlines == draw_outlines(labels, outline_style)``).
+        n_rosettes: number of *planted* rosettes (default: Poisson with mean ``rosette_density``
+            per 100 cells). Fewer are placed if they do not fit (a warning is logged). Planted
+            rosettes and decoys keep at least half a cell diameter of ordinary tissue between them.
+            Rosettes that arise by chance in the tiling come on top: every rosette of the image
+            is labelled (:func:`rosette_bmz.definition.find_rosettes`).
+        rosette_density: mean planted rosettes per 100 cells when ``n_rosettes`` is None.
+        extrusion_fraction: probability that a planted rosette is of the extrusion kind.
+        k_range: (min, max) cells per planted rosette, within 5..12; smaller k is more frequent.
+        n_decoys: number of planted 4-cell hard negatives (default: Poisson, ``decoy_density`` per
+            100 cells). Chance 4-cell junctions come on top; all are in ``meta["decoys"]``.
+        decoy_density: mean planted decoys per 100 cells when ``n_decoys`` is None.
+        elongation: cell aspect ratio (1 = isotropic, at most 2); None draws one in [1, 1.35].
+        gradient: ratio of cell size across the image (density gradient, 1-3); None draws one in [1, 1.5].
+        warp: strength of the large-scale smooth warp (0 = none, at most 2).
+        wiggle: strength of the cell-scale curvature of cell edges (0 = straight Voronoi edges, at most 2).
+        tissue_free: fraction of the image without tissue (label 0, at most 0.8); None: 0 for 60 %
+            of the seeds, else a fraction in [0.03, 0.15].
+        mask_radius: ground-truth clip radius in local cell diameters (0.3-3; see the module docstring).
+        lloyd_iterations: relaxation iterations of the ``lloyd`` tiling (more = more regular hexagons).
+        wedge_fraction: probability that a planted rosette is of the *wedge* style (k seeds evenly
+            spaced on a circle: wedge cells, straight spokes) rather than *compact* (the k cells
+            nearest the centre keep their own directions, so the junction looks like one that
+            arose by chance).
+        central_radius: (min, max) radius of a planted extruding cell, in cell diameters, drawn
+            per rosette, within [0.12, 0.34] (larger cells would not be small by the rule).
+        tiling: ``"lloyd"`` (relaxed Voronoi), ``"poisson"`` (Poisson-disc seeds, not relaxed) or
+            ``"hexjitter"`` (jittered hexagonal lattice); the tissue around planted structures is
+            relaxed in every tiling.
+        tissue_free_shape: ``"blobs"`` (smooth random regions) or ``"disc"`` (one disc).
+        outline_style: ``"inner"`` (Cellpose inner outlines), ``"watershed"`` (1 px lines between
+            cells) or ``"thick"`` (lines of ``line_width`` px), see :func:`draw_outlines`.
+        line_width: line width of the ``thick`` style, 2-6 (default 2); must be None or 1 otherwise.
 
     Returns:
         :class:`SynthImage`; ``meta`` holds the values actually used (drawn ones included), the
@@ -221,6 +243,8 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     Raises:
         SynthError: an argument out of range (the message names it).
     """
+    from .definition import RULE, find_rosettes
+
     h, w = _size2(size)
     d = float(DEFAULT_CELL_DIAMETER if cell_diameter is None else cell_diameter)
     noise = float(noise)
@@ -228,22 +252,35 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     # the arguments as given (None = drawn from the seed): generate(**meta["params"]) repeats it
     params = {"size": [h, w], "seed": seed, "cell_diameter": cell_diameter, "noise": noise,
               "n_rosettes": n_rosettes, "rosette_density": rosette_density,
-              "extrusion_fraction": extrusion_fraction, "k_range": list(k_range), "n_decoys": n_decoys,
+              "extrusion_fraction": extrusion_fraction, "k_range": [int(k) for k in k_range], "n_decoys": n_decoys,
               "decoy_density": decoy_density, "elongation": elongation, "gradient": gradient, "warp": warp,
               "wiggle": wiggle, "tissue_free": tissue_free, "mask_radius": mask_radius,
-              "lloyd_iterations": lloyd_iterations}
+              "lloyd_iterations": lloyd_iterations, "wedge_fraction": wedge_fraction,
+              "central_radius": [float(c) for c in central_radius], "tiling": tiling,
+              "tissue_free_shape": tissue_free_shape, "outline_style": outline_style, "line_width": line_width}
     k_lo, k_hi = (int(k) for k in k_range)
     if not 5 <= k_lo <= k_hi <= 12:
         raise SynthError(f"k_range must satisfy 5 <= min <= max <= 12, got {k_range!r}")
     for name, val in (("n_rosettes", n_rosettes), ("n_decoys", n_decoys)):
         if val is not None and int(val) < 0:
             raise SynthError(f"{name} must be >= 0, got {val!r}")
-    if not 0 <= extrusion_fraction <= 1:
-        raise SynthError(f"extrusion_fraction must be in [0, 1], got {extrusion_fraction!r}")
+    for name, val in (("extrusion_fraction", extrusion_fraction), ("wedge_fraction", wedge_fraction)):
+        if not 0 <= val <= 1:
+            raise SynthError(f"{name} must be in [0, 1], got {val!r}")
+    cr_lo, cr_hi = (float(c) for c in central_radius)
+    if not 0.12 <= cr_lo <= cr_hi <= 0.34:
+        raise SynthError(f"central_radius must satisfy 0.12 <= min <= max <= 0.34 cell diameters, got "
+                         f"{central_radius!r}")
     if not 0.3 <= mask_radius <= 3:
         raise SynthError(f"mask_radius must be in [0.3, 3] cell diameters, got {mask_radius!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SynthError(f"seed must be a non-negative integer, got {seed!r}")
+    if tiling not in TILINGS:
+        raise SynthError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+    if tissue_free_shape not in TISSUE_FREE_SHAPES:
+        raise SynthError(f"tissue_free_shape must be one of {', '.join(TISSUE_FREE_SHAPES)}, got "
+                         f"{tissue_free_shape!r}")
+    width = _check_style(outline_style, line_width)
     # two independent streams: the tissue geometry (cells, rosettes, decoys) and the segmentation
     # noise, so the same seed gives the same tissue and rosettes at every noise level
     rng, nrng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
@@ -270,11 +307,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     uy, ux = _tissue_map(rng, h, w, d, elongation, gradient, warp, wiggle)
 
     # --- tissue-free regions (image space)
-    tissue = None
-    if tissue_free > 0:
-        f = _smooth_field(rng, h, w, spacing=5 * d)
-        thr = np.quantile(f[::4, ::4], 1 - tissue_free)
-        tissue = f < thr
+    tissue = _tissue_region(rng, h, w, d, tissue_free, tissue_free_shape) if tissue_free > 0 else None
     # pixel-level noise amplitudes (jitter, gaps, corners) shrink with cells smaller than the
     # default, so small cells are not swallowed
     px_noise = noise * min(1.0, d / DEFAULT_CELL_DIAMETER)
@@ -284,20 +317,19 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         g = _smooth_field(nrng, h, w, spacing=3 * d)
         gap = np.clip((g - 0.3) * (1.1 * px_noise), 0, 1.0).astype(np.float32)
 
-    # --- seeds: uniform + Lloyd in the tissue plane
+    # --- seeds in the tissue plane: relaxed uniform, Poisson-disc or jittered hexagons
     m = 2.5 * d
     lo = np.array([uy.min() - m, ux.min() - m])
     hi = np.array([uy.max() + m, ux.max() + m])
-    n_seeds = int(round(np.prod(hi - lo) / (_HEX_AREA * d * d)))
-    seeds = lo + rng.random((n_seeds, 2)) * (hi - lo)
     step = d / 5
     gy = np.arange(lo[0], hi[0], step)
     gx = np.arange(lo[1], hi[1], step)
     grid = np.stack(np.meshgrid(gy, gx, indexing="ij"), -1).reshape(-1, 2)
-    n_first = max(0, lloyd_iterations - 2)
+    seeds = _initial_seeds(rng, tiling, lo, hi, d)
+    n_first = max(0, lloyd_iterations - 2) if tiling == "lloyd" else 0
     seeds = _lloyd(seeds, np.zeros(len(seeds), bool), grid, n_first, [])
 
-    # --- place rosettes and decoys (image-space centres -> tissue-plane structures)
+    # --- place planted rosettes and decoys (image-space centres -> tissue-plane structures)
     n_cells_est = h * w / (_HEX_AREA * d * d)
     explicit = n_rosettes is not None or n_decoys is not None
     if n_rosettes is None:
@@ -305,33 +337,32 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     if n_decoys is None:
         n_decoys = int(rng.poisson(decoy_density * n_cells_est / 100))
     structures = _place_structures(rng, h, w, d, uy, ux, tissue, int(n_rosettes), int(n_decoys),
-                                   extrusion_fraction, (k_lo, k_hi), mask_radius, explicit)
+                                   extrusion_fraction, (k_lo, k_hi), mask_radius, explicit, wedge_fraction,
+                                   (cr_lo, cr_hi))
 
-    # fine-scale boundary jitter (segmentation noise); structure centres are re-read from the
-    # jittered map so that each recorded centre stays exactly on its junction
-    if noise > 0:
-        sp = max(2.5, d / 7)
-        amp = 0.9 * px_noise
-        uy += amp * _smooth_field(nrng, h, w, sp)
-        ux += amp * _smooth_field(nrng, h, w, sp)
-        for s in structures:
-            s["c"] = (float(uy[s["y"], s["x"]]), float(ux[s["y"], s["x"]]))
-
-    fixed_list = []
-    exclusions = []
     keep = np.ones(len(seeds), bool)
     for s in structures:
         c = np.array(s["c"])
-        keep &= np.hypot(*(seeds - c).T) > s["rho"] + (0.67 if s["central"] else 0.55) * d
+        dist = np.hypot(*(seeds - c).T)
+        if s["style"] == "compact":
+            # the k cells nearest the centre keep their directions (uneven, as in the tissue)
+            near = np.argsort(dist)[:s["k"]]
+            s["angles"] = _spread_angles(np.arctan2(*(seeds[near] - c).T), s["k"])
+        keep &= dist > s["rho"] + (0.67 if s["central"] else 0.55) * d
     seeds = seeds[keep]
     n_free = len(seeds)
+    fixed_list = []
+    exclusions = []
     for s in structures:
         c = np.array(s["c"])
-        ang = s["theta0"] + 2 * np.pi * np.arange(s["k"]) / s["k"]
-        ang = ang + rng.uniform(-0.18, 0.18, s["k"]) * (2 * np.pi / s["k"])
+        if "angles" in s:
+            ang = s["angles"]
+        else:
+            ang = s["theta0"] + 2 * np.pi * np.arange(s["k"]) / s["k"]
+            ang = ang + rng.uniform(-0.18, 0.18, s["k"]) * (2 * np.pi / s["k"])
         ring = c + s["rho"] * np.stack([np.sin(ang), np.cos(ang)], -1)
-        s["seed_ids"] = list(range(n_free + sum(len(f) for f in fixed_list),
-                                   n_free + sum(len(f) for f in fixed_list) + s["k"]))
+        start = n_free + sum(len(f) for f in fixed_list)
+        s["seed_ids"] = list(range(start, start + s["k"]))
         fixed_list.append(ring)
         # free seeds stay outside this circle, so the structure's k seeds are the nearest to c
         # (more room around a central cell, whose ring neighbours are cut short)
@@ -340,118 +371,303 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         seeds = np.concatenate([seeds] + fixed_list)
     fixed = np.zeros(len(seeds), bool)
     fixed[n_free:] = True
-    seeds = _lloyd(seeds, fixed, grid, lloyd_iterations - n_first, exclusions)
-    seeds, n_t1 = _break_accidental_junctions(seeds, fixed, d, exclusions)
+    if tiling == "lloyd":
+        seeds = _lloyd(seeds, fixed, grid, lloyd_iterations - n_first, exclusions)
+    elif structures:
+        # other tilings keep their own statistics: only the tissue around planted structures relaxes
+        far = np.ones(len(seeds), bool)
+        for s in structures:
+            far &= np.hypot(*(seeds - np.array(s["c"])).T) > s["radius"] + 1.5 * d
+        seeds = _lloyd(seeds, fixed | far, grid, 2, exclusions)
 
-    # --- rasterise: nearest seed of each pixel's tissue-plane position
-    i1, i2, i3, in_gap, in_corner = _rasterise(seeds, uy, ux, gap, corner=1.2 * px_noise)
+    # --- rasterise: nearest seed of each pixel's tissue-plane position. The clean tiling (the
+    # ground truth) uses the smooth map; the segmentation adds a fine boundary jitter
+    i1 = _rasterise(seeds, uy, ux, None)[0]
     n_all = len(seeds)
+    if noise > 0:
+        sp = max(2.5, d / 7)
+        amp = 0.9 * px_noise
+        uyn = uy + amp * _smooth_field(nrng, h, w, sp)
+        uxn = ux + amp * _smooth_field(nrng, h, w, sp)
+        n1, n2, n3, in_gap, in_corner = _rasterise(seeds, uyn, uxn, gap, corner=1.2 * px_noise)
+    else:
+        uyn, uxn = uy, ux
+        n1 = i1
 
-    # --- paint central cells (extrusion rosettes, small-cell decoys)
-    cell_id = i1.astype(np.int32)  # clean tiling by seed index; painted cells get n_all + j
+    # --- paint central cells (extrusion rosettes, small-cell decoys) into both tilings
+    cell_id = i1.astype(np.int32)        # clean tiling by seed index; painted cells get n_all + j
+    noisy_id = n1.astype(np.int32) if noise > 0 else cell_id
     for j, s in enumerate(s for s in structures if s["central"]):
         s["central_id"] = n_all + j
-        sl, inside, rim = _central_cell(s, h, w, gap, uy, ux)
-        view = cell_id[sl]
-        view[inside] = s["central_id"]
-        if in_gap is not None:
+        sl, inside, _rim = _central_cell(s, h, w, None, uy, ux)
+        cell_id[sl][inside] = s["central_id"]
+        if noise > 0:
+            sl, inside, rim = _central_cell(s, h, w, gap, uyn, uxn)
+            noisy_id[sl][inside] = s["central_id"]
             in_gap[sl][inside] = rim[inside]
     n_ids = n_all + sum(1 for s in structures if s["central"])
 
     # --- clean labels (sequential ids), tissue-free regions removed
-    clean_seed = cell_id
-    if tissue is not None:
-        # whole cells whose centroid lies in the tissue-free field are removed, so the tissue
-        # edge runs along cell outlines, like the edge of a real epithelium
-        yy, xx = np.indices((h, w), dtype=np.float32)
-        flat = cell_id.ravel()
-        cnt = np.maximum(np.bincount(flat, minlength=n_ids), 1)
-        cy = np.clip(np.rint(np.bincount(flat, yy.ravel(), minlength=n_ids) / cnt), 0, h - 1).astype(np.intp)
-        cx = np.clip(np.rint(np.bincount(flat, xx.ravel(), minlength=n_ids) / cnt), 0, w - 1).astype(np.intp)
-        gone = ~tissue[cy, cx]
-        gone[sorted(_protected_ids(structures))] = False
-        clean_seed = np.where(gone[cell_id], -1, cell_id)
-        del yy, xx
-    protected = _protected_ids(structures)
-    lut, n_clean = _sequential_lut(clean_seed, n_ids, min_area=0.12 * _HEX_AREA * d * d, keep=protected)
+    planted_ids = _protected_ids(structures)
+    clean_seed, gone = _remove_tissue_free(cell_id, tissue, n_ids, planted_ids)
+    lut, n_clean = _sequential_lut(clean_seed, n_ids, min_area=0.12 * _HEX_AREA * d * d, keep=planted_ids)
     clean_labels = lut[clean_seed + 1]
 
-    # --- ground-truth rosette masks and meta (from the clean tiling)
-    rosettes = np.zeros((h, w), np.uint16)
-    ros_meta, dec_meta = [], []
-    for s in structures:
-        ids = list(s["seed_ids"]) + ([s["central_id"]] if s["central"] else [])
-        cells = [int(lut[i + 1]) for i in ids]
-        entry = {"y": int(s["y"]), "x": int(s["x"]), "k": int(s["k"]), "kind": s["kind"],
-                 "cell_diameter_local": round(float(s["d_local"]), 3)}
-        if s["central"]:
-            entry["central_radius"] = round(float(s["central_r"] * s["d_local"] / s["d"]), 3)
-        if s["rosette"]:
-            rid = len(ros_meta) + 1
-            r = s["mask_r"]
-            y0, y1 = max(0, int(s["y"] - r)), min(h, int(s["y"] + r) + 2)
-            x0, x1 = max(0, int(s["x"] - r)), min(w, int(s["x"] + r) + 2)
-            yy, xx = np.mgrid[y0:y1, x0:x1]
-            disc = (yy - s["y"]) ** 2 + (xx - s["x"]) ** 2 <= r * r
-            part = np.isin(clean_seed[y0:y1, x0:x1], ids)
-            sub = rosettes[y0:y1, x0:x1]
-            sub[disc & part] = rid
-            entry = {"id": rid, **entry, "mask_radius": round(float(r), 3),
-                     "area": int((disc & part).sum()), "cells": cells}
-            if s["central"]:
-                entry["central_cell"] = cells[-1]
-            ros_meta.append(entry)
-        else:
-            entry["cells"] = cells
-            if s["central"]:
-                entry["central_cell"] = cells[-1]
-            dec_meta.append(entry)
+    # --- ground truth: the rule on the clean tiling (planted or not)
+    truth = find_rosettes(clean_labels, mask_radius=mask_radius, cell_diameter=d)
+    seed_of = np.full(n_clean + 1, -1, np.int64)          # clean label -> seed id
+    present = np.flatnonzero(lut[1:])
+    seed_of[lut[1:][present]] = present
+    ros_meta, dec_meta, planted_stats = _label_truth(truth, structures, lut)
 
-    # --- segmentation noise on labels
-    seg_seed = clean_seed
+    # --- segmentation noise on labels; the cells of every rosette and planted decoy are kept
+    protected = planted_ids | {int(seed_of[c]) for r in ros_meta for c in r["cells"] + r["central"]}
     noise_stats = {"merged": 0, "split": 0, "dropped": 0}
     if noise > 0:
-        ext, free, noise_stats = _merge_drop(nrng, clean_seed, n_ids, noise, protected)
-        seg_seed = ext[clean_seed + 1]
+        seg_seed = np.where(gone[noisy_id], -1, noisy_id) if gone is not None else noisy_id
+        ext, free, noise_stats = _merge_drop(nrng, seg_seed, n_ids, noise, protected)
+        seg_seed = ext[seg_seed + 1]
         # gaps only between cells that are still different after the merges (a merged pair
         # becomes one mask without a border inside); painted central cells keep their rim gap
-        e1, e2, e3 = ext[i1 + 1], ext[i2 + 1], ext[i3 + 1]
-        in_gap &= (e1 != e2) | (cell_id >= n_all)
+        e1, e2, e3 = ext[n1 + 1], ext[n2 + 1], ext[n3 + 1]
+        in_gap &= (e1 != e2) | (noisy_id >= n_all)
         # rounded mask corners: a small hole where three (still distinct) cells meet
-        in_gap |= in_corner & (e1 != e2) & (e1 != e3) & (e2 != e3) & (cell_id < n_all)
+        in_gap |= in_corner & (e1 != e2) & (e1 != e3) & (e2 != e3) & (noisy_id < n_all)
         seg_seed[in_gap] = -1
-        del e1, e2, e3, i3, in_corner
+        del e1, e2, e3, n2, n3, in_corner
         seg_seed = _split_cells(nrng, seg_seed, free, noise, d, noise_stats)
-        del i2
         lut2, n_cells = _sequential_lut(seg_seed, int(seg_seed.max()) + 1, min_area=4, keep=protected)
         labels = lut2[seg_seed + 1]
-        # protected cells keep their identity: re-express their ids in the new numbering
-        _remap_meta_cells(structures, ros_meta, dec_meta, lut2)
+        # re-express the cell ids of rosettes and decoys in the new numbering (merged cells:
+        # the id they were merged into; dropped cells: 0)
+        lut2x = np.zeros(max(len(lut2), n_ids + 2), np.int64)
+        lut2x[:len(lut2)] = lut2
+        new_of = np.zeros(n_clean + 1, np.int64)
+        ok = seed_of >= 0
+        new_of[ok] = lut2x[ext[seed_of[ok] + 1] + 1]
+        for entry in ros_meta + dec_meta:
+            entry["cells"] = [int(new_of[c]) for c in entry["cells"]]
+            entry["central"] = [int(new_of[c]) for c in entry["central"]]
     else:
         labels = clean_labels
         n_cells = n_clean
 
-    outlines = inner_outlines(labels).astype(np.uint8)
+    outlines = draw_outlines(labels, outline_style, width)
     if noise > 0:
-        outline_stats = _outline_noise(nrng, outlines, labels, noise, d)
+        outline_stats = _outline_noise(nrng, outlines, labels, noise, d, width)
         noise_stats.update(outline_stats)
 
     meta: dict[str, Any] = {
         "generator": "rosette_bmz.synth", "version": _VERSION, "seed": int(seed),
         "size": [h, w], "cell_diameter": d, "noise": noise,
         "elongation": round(float(elongation), 4), "gradient": round(float(gradient), 4),
-        "warp": float(warp), "tissue_free": round(float(tissue_free), 4),
-        "mask_radius": float(mask_radius), "mask_definition": _MASK_DEFINITION,
-        "n_cells": int(n_cells), "n_cells_clean": int(n_clean), "t1_moves": int(n_t1),
+        "warp": float(warp), "wiggle": float(wiggle), "tissue_free": round(float(tissue_free), 4),
+        "tissue_free_shape": tissue_free_shape, "tiling": tiling, "outline_style": outline_style,
+        "line_width": width, "mask_radius": float(mask_radius), "rule": RULE,
+        "n_cells": int(n_cells), "n_cells_clean": int(n_clean),
+        "n_rosettes": len(ros_meta), **planted_stats,
         "noise_events": {k: int(v) for k, v in noise_stats.items()},
         "rosettes": ros_meta, "decoys": dec_meta,
         "params": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()},
     }
-    return SynthImage(labels=labels.astype(np.int32, copy=False), outlines=outlines, rosettes=rosettes,
+    return SynthImage(labels=labels.astype(np.int32, copy=False), outlines=outlines, rosettes=truth.mask,
                       meta=meta, clean_labels=clean_labels.astype(np.int32, copy=False))
 
 
+def generate_world(size: int | Sequence[int] = 1024, seed: int = 0, world: str | World = "train",
+                   **overrides: Any) -> SynthImage:
+    """One image of a :mod:`world <rosette_bmz.worlds>`: its settings drawn from ``seed``, then ``generate``.
+
+    The generator seed is ``seed + world.seed_offset``, as in :func:`write_dataset`. ``overrides``
+    (any ``generate`` keyword, e.g. ``noise=0``) replace drawn settings. ``meta["world"]`` names
+    the world; ``generate(**meta["params"])`` repeats the image.
+    """
+    wd = get_world(world)
+    gseed = int(seed) + wd.seed_offset
+    kwargs = {**wd.draw(gseed), **overrides}
+    img = generate(size, gseed, **kwargs)
+    img.meta["world"] = wd.name
+    return img
+
+
 # ----------------------------------------------------------------------------- pieces
+def _check_style(style: str, width: int | None) -> int:
+    """Validate an outline style and return its line width in px."""
+    if style not in OUTLINE_STYLES:
+        raise SynthError(f"outline_style must be one of {', '.join(OUTLINE_STYLES)}, got {style!r}")
+    if style == "thick":
+        width = 2 if width is None else width
+        if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 2 <= width <= 6:
+            raise SynthError(f"line_width of the thick style must be an integer in [2, 6], got {width!r}")
+        return int(width)
+    if width not in (None, 1):
+        raise SynthError(f"line_width must be None or 1 for the {style} style (use outline_style='thick'), "
+                         f"got {width!r}")
+    return 1
+
+
+def draw_outlines(labels: np.ndarray, style: str = "inner", width: int | None = None) -> np.ndarray:
+    """Binary (uint8 0/1) outlines of a cell label image in one of :data:`OUTLINE_STYLES`.
+
+    ``inner``: Cellpose's inner outlines (:func:`rosette_bmz.inputs.inner_outlines`): every cell
+    pixel with a 4-neighbour outside the cell, so 2 px between two cells and a segmentation gap
+    shows as a double line. ``watershed``: a 1 px line between cells, as a watershed segmentation
+    draws it: unlabelled gaps up to 2 px wide are closed first, then of every 4-adjacent pair of
+    pixels in different cells the upper/left one is line (the cell pixel at tissue-free space);
+    the image edge is not outlined. ``thick``: the watershed lines widened to ``width`` px
+    (2-6, default 2). Any of these is a valid model input for :func:`rosette_bmz.inputs.from_outlines`.
+    """
+    width = _check_style(style, width)
+    lab = np.asarray(labels)
+    if style == "inner":
+        return inner_outlines(lab).astype(np.uint8)
+    from .baseline import grow_cells
+
+    if (lab == 0).any():
+        lab = grow_cells(lab, 2)
+    line = np.zeros(lab.shape, bool)
+    for p, q, lp, lq in ((lab[:-1, :], lab[1:, :], line[:-1, :], line[1:, :]),
+                         (lab[:, :-1], lab[:, 1:], line[:, :-1], line[:, 1:])):
+        diff = p != q
+        lp |= diff & (p > 0)
+        lq |= diff & (p == 0)
+    if width > 1:
+        line = _widen(line, width)
+    return line.astype(np.uint8)
+
+
+def _widen(line: np.ndarray, width: int) -> np.ndarray:
+    """A 1 px line widened to ``width`` px (a 2x2 step for even widths, then 4-neighbour steps)."""
+    from scipy import ndimage
+
+    out = line
+    if width % 2 == 0:
+        out = ndimage.binary_dilation(out, structure=np.ones((2, 2), bool))
+    for _ in range((width - 1) // 2):
+        out = ndimage.binary_dilation(out, structure=ndimage.generate_binary_structure(2, 1))
+    return out
+
+
+def _tissue_region(rng, h, w, d, fraction, shape):
+    """Bool (H, W): True where there is tissue; ``fraction`` of the image is tissue-free."""
+    if shape == "disc":
+        r = math.sqrt(fraction * h * w / math.pi)
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        yy, xx = np.ogrid[:h, :w]
+        return (yy - cy) ** 2 + (xx - cx) ** 2 > r * r
+    f = _smooth_field(rng, h, w, spacing=5 * d)
+    thr = np.quantile(f[::4, ::4], 1 - fraction)
+    return f < thr
+
+
+def _initial_seeds(rng, tiling, lo, hi, d):
+    """Seeds filling the tissue-plane box [lo, hi] at one seed per hexagonal cell of diameter ``d``."""
+    n_seeds = int(round(np.prod(hi - lo) / (_HEX_AREA * d * d)))
+    if tiling == "hexjitter":
+        # hexagonal lattice of spacing d (one seed per hexagon of area sqrt(3)/2 d^2), rotated,
+        # shifted and jittered by 0.2 d
+        span = float(np.hypot(*(hi - lo))) / 2 + 2 * d
+        ii = np.arange(-int(span / d) - 2, int(span / d) + 3)
+        jj = np.arange(-int(span / (d * _HEX_AREA)) - 2, int(span / (d * _HEX_AREA)) + 3)
+        a, b = np.meshgrid(ii, jj, indexing="ij")
+        pts = np.stack([b * d * _HEX_AREA, (a + 0.5 * (b % 2)) * d], -1).reshape(-1, 2)
+        th = rng.uniform(0, np.pi)
+        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+        pts = pts @ rot.T + (lo + hi) / 2 + rng.uniform(0, d, 2)
+        pts = pts + rng.normal(0, 0.2 * d, pts.shape)
+        inside = np.all((pts >= lo) & (pts <= hi), axis=1)
+        return pts[inside]
+    if tiling == "poisson":
+        return _poisson_disc(rng, lo, hi, 0.74 * d, n_seeds)
+    return lo + rng.random((n_seeds, 2)) * (hi - lo)
+
+
+def _poisson_disc(rng, lo, hi, r, n_target):
+    """Poisson-disc seeds: random sequential adsorption of uniform candidates, no two closer than ``r``."""
+    from scipy import sparse
+    from scipy.spatial import cKDTree
+
+    n_cand = 6 * n_target
+    cand = lo + rng.random((n_cand, 2)) * (hi - lo)
+    pairs = cKDTree(cand).query_pairs(r, output_type="ndarray")
+    adj = sparse.coo_matrix((np.ones(len(pairs), bool), (pairs[:, 0], pairs[:, 1])), shape=(n_cand, n_cand))
+    adj = (adj + adj.T).tocsr()
+    blocked = np.zeros(n_cand, bool)
+    accepted = np.zeros(n_cand, bool)
+    indptr, indices = adj.indptr, adj.indices
+    for i in range(n_cand):        # candidates are in random order: first come, first placed
+        if blocked[i]:
+            continue
+        accepted[i] = True
+        blocked[indices[indptr[i]:indptr[i + 1]]] = True
+    return cand[accepted]
+
+
+def _spread_angles(angles, k):
+    """Sorted directions of k cells, pulled towards even spacing just enough that every gap is
+    0.7-1.5 x the even spacing and below 160 degrees (so no ring cell is small enough to pass
+    for an extruding cell, and the centre stays inside the ring)."""
+    th = np.sort(np.mod(angles, 2 * np.pi))
+    even = 2 * np.pi * np.arange(k) / k
+    off = np.angle(np.mean(np.exp(1j * (th - even))))
+    target = off + even
+    th = target + np.angle(np.exp(1j * (th - target)))        # unwrap around the even positions
+    for a in np.linspace(0, 1, 11):
+        t = (1 - a) * th + a * target
+        gaps = np.diff(np.concatenate([t, [t[0] + 2 * np.pi]]))
+        if gaps.min() >= 0.7 * 2 * np.pi / k and gaps.max() <= min(np.radians(160), 1.5 * 2 * np.pi / k):
+            return t
+    return target
+
+
+def _remove_tissue_free(cell_id, tissue, n_ids, keep_ids):
+    """Cells whose centroid lies in tissue-free space are removed (-1), so the tissue edge runs along
+    cell outlines, like the edge of a real epithelium. Returns the map and the removed-id flags."""
+    if tissue is None:
+        return cell_id, None
+    h, w = cell_id.shape
+    yy, xx = np.indices((h, w), dtype=np.float32)
+    flat = cell_id.ravel()
+    cnt = np.maximum(np.bincount(flat, minlength=n_ids), 1)
+    cy = np.clip(np.rint(np.bincount(flat, yy.ravel(), minlength=n_ids) / cnt), 0, h - 1).astype(np.intp)
+    cx = np.clip(np.rint(np.bincount(flat, xx.ravel(), minlength=n_ids) / cnt), 0, w - 1).astype(np.intp)
+    gone = ~tissue[cy, cx]
+    gone[sorted(keep_ids)] = False
+    return np.where(gone[cell_id], -1, cell_id), gone
+
+
+def _label_truth(truth, structures, lut):
+    """Meta entries of the rule's rosettes and decoys, with which ones were planted.
+
+    A planted structure is *found* when one rule vertex holds all its ring cells (and its
+    central cell): ``planted`` is then True on that entry (``style`` says wedge or compact).
+    Returns the rosette list, the decoy list and the counts for ``meta``.
+    """
+    ros = [dict(r, planted=False) for r in truth.rosettes]
+    dec = [dict(r, planted=False) for r in truth.decoys]
+    found = k_differs = planted_r = planted_d = found_d = 0
+    for s in structures:
+        ring = {int(lut[i + 1]) for i in s["seed_ids"]}
+        central = {int(lut[s["central_id"] + 1])} if s["central"] else set()
+        pool = ros if s["rosette"] else dec
+        match = next((e for e in pool if ring <= set(e["cells"]) and central <= set(e["central"])), None)
+        if s["rosette"]:
+            planted_r += 1
+            if match is not None:
+                found += 1
+                k_differs += match["k"] != s["k"]
+                match.update(planted=True, style=s["style"])
+        else:
+            planted_d += 1
+            if match is not None:
+                found_d += 1
+                match["planted"] = True
+    stats = {"n_planted": planted_r, "n_planted_found": found, "n_planted_k_differs": k_differs,
+             "n_chance_rosettes": sum(1 for r in ros if not r["planted"]),
+             "n_planted_decoys": planted_d, "n_planted_decoys_found": found_d, "n_decoys": len(dec)}
+    return ros, dec, stats
+
+
 def _tissue_map(rng, h, w, d, elongation, gradient, warp, wiggle):
     """Tissue-plane coordinates (uy, ux) of every pixel (float32)."""
     cy, cx = (h - 1) / 2, (w - 1) / 2
@@ -559,71 +775,6 @@ def _lloyd(seeds, fixed, grid, iters, exclusions):
     return seeds
 
 
-def _break_accidental_junctions(seeds, fixed, d, exclusions=(), eps=0.22, max_iter=10):
-    """Move free seeds so that no unplanned junction of >= 5 cells appears in the background.
-
-    Voronoi vertices are the circumcentres of the Delaunay triangles; two vertices closer than
-    ``eps * d`` look like one junction in the image. A chain of such close vertices shared by 5
-    or more cells (an accidental near-rosette that nobody labelled) is resolved like a T1
-    transition: the two seeds whose shared border is the shortest edge of the chain are pulled
-    towards each other, which lengthens that border and separates the junctions. Planned
-    structures (all seeds fixed) are left alone, and moved seeds are kept out of their exclusion
-    circles. Returns the seeds and the number of moves.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import Delaunay
-
-    seeds = seeds.copy()
-    moves = 0
-    for _ in range(max_iter):
-        tri = Delaunay(seeds)
-        simp = tri.simplices
-        a, b, c = seeds[simp[:, 0]], seeds[simp[:, 1]], seeds[simp[:, 2]]
-        bb, cc = b - a, c - a
-        den = 2 * (bb[:, 0] * cc[:, 1] - bb[:, 1] * cc[:, 0])
-        den = np.where(np.abs(den) < 1e-12, 1e-12, den)
-        b2, c2 = (bb ** 2).sum(1), (cc ** 2).sum(1)
-        centre = a + np.stack([(cc[:, 1] * b2 - bb[:, 1] * c2) / den, (bb[:, 0] * c2 - cc[:, 0] * b2) / den], 1)
-        n_t = len(simp)
-        t = np.repeat(np.arange(n_t), 3)
-        nb = tri.neighbors.ravel()
-        ok = nb > t
-        t, nb = t[ok], nb[ok]
-        length = np.hypot(*(centre[t] - centre[nb]).T)
-        short = length < eps * d
-        if not short.any():
-            break
-        t, nb, length = t[short], nb[short], length[short]
-        graph = coo_matrix((np.ones(len(t)), (t, nb)), shape=(n_t, n_t))
-        n_comp, comp = connected_components(graph, directed=False)
-        sizes = np.bincount(comp, minlength=n_comp)
-        moved = False
-        for k in np.flatnonzero(sizes >= 3):
-            members = np.flatnonzero(comp == k)
-            cells = np.unique(simp[members])
-            if len(cells) < 5 or fixed[cells].all():
-                continue
-            edges = np.flatnonzero(comp[t] == k)
-            for e in edges[np.argsort(length[edges])]:
-                pair = np.intersect1d(simp[t[e]], simp[nb[e]])
-                free = pair[~fixed[pair]]
-                if len(pair) != 2 or len(free) == 0:
-                    continue
-                mid = seeds[pair].mean(0)
-                step = 0.08 * d * (2 / len(free))
-                for i in free:
-                    v = mid - seeds[i]
-                    seeds[i] += v / max(float(np.hypot(*v)), 1e-6) * min(step, 0.45 * float(np.hypot(*v)))
-                moves += 1
-                moved = True
-                break
-        _push_out(seeds, fixed, exclusions)
-        if not moved:
-            break
-    return seeds, moves
-
-
 def _push_out(seeds, fixed, exclusions):
     for c, r in exclusions:
         v = seeds - c
@@ -647,8 +798,8 @@ def _jacobian_scale(uy, ux, y, x):
 
 
 def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_fraction, k_range, mask_radius,
-                      explicit=False):
-    """Choose non-overlapping centres (image space) for rosettes and decoys."""
+                      explicit=False, wedge_fraction=1.0, central_radius=(0.255, 0.345)):
+    """Choose non-overlapping centres (image space) for planted rosettes and decoys."""
     from scipy import ndimage
 
     dist_bg = None
@@ -663,14 +814,16 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
             k = _choose_k(rng, k_range)
             central = bool(rng.random() < extrusion_fraction)
             kind = "extrusion" if central else "vertex"
+            style = "wedge" if rng.random() < wedge_fraction else "compact"
         else:
             k = 4
             central = bool(rng.random() < 0.3)
             kind = "small_cell" if central else "four_cell"
-        plans.append((is_ros, k, central, kind))
+            style = "wedge"
+        plans.append((is_ros, k, central, kind, style))
     out: list[dict] = []
-    for is_ros, k, central, kind in plans:
-        rho = _ring_radius(k, d) * float(rng.uniform(0.95, 1.1))
+    for is_ros, k, central, kind, style in plans:
+        rho = _ring_radius(k, d) * float(rng.uniform(0.95, 1.1) if style == "wedge" else rng.uniform(0.85, 1.0))
         if central:
             rho *= 1.2  # room for the central cell
         radius = rho + (0.67 if central else 0.55) * d  # tissue-plane radius of the structure's cells
@@ -686,11 +839,9 @@ def _place_structures(rng, h, w, d, uy, ux, tissue, n_ros, n_dec, extrusion_frac
             c = (float(uy[y, x]), float(ux[y, x]))
             if any(math.hypot(c[0] - o["c"][0], c[1] - o["c"][1]) < radius + o["radius"] + 0.5 * d for o in out):
                 continue
-            d_local = d / scale
-            out.append({"rosette": is_ros, "k": k, "central": central, "kind": kind, "rho": rho,
+            out.append({"rosette": is_ros, "k": k, "central": central, "kind": kind, "style": style, "rho": rho,
                          "radius": radius, "y": y, "x": x, "c": c, "theta0": float(rng.uniform(0, 2 * np.pi)),
-                         "d_local": d_local, "mask_r": mask_radius * d_local,
-                         "d": d, "central_r": 0.3 * d * float(rng.uniform(0.85, 1.15)),
+                         "d": d, "d_local": d / scale, "central_r": d * float(rng.uniform(*central_radius)),
                          "harm": rng.uniform(-0.08, 0.08, 4).tolist(), "phase": rng.uniform(0, 2 * np.pi, 4).tolist()})
             break
     n_r = sum(s["rosette"] for s in out)
@@ -745,17 +896,6 @@ def _sequential_lut(seed_map, n_ids, min_area, keep=()):
     lut = np.zeros(len(counts), np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
     return lut, int(present.sum())
-
-
-def _remap_meta_cells(structures, ros_meta, dec_meta, lut2):
-    """After noise (new numbering) re-express the protected cells' ids."""
-    ros = [s for s in structures if s["rosette"]]
-    dec = [s for s in structures if not s["rosette"]]
-    for s, entry in list(zip(ros, ros_meta)) + list(zip(dec, dec_meta)):
-        ids = list(s["seed_ids"]) + ([s["central_id"]] if s["central"] else [])
-        entry["cells"] = [int(lut2[i + 1]) for i in ids]
-        if s["central"]:
-            entry["central_cell"] = entry["cells"][-1]
 
 
 def _merge_drop(rng, seg, n_ids, noise, protected):
@@ -836,8 +976,12 @@ def _split_cells(rng, seg, free, noise, d, stats):
     return seg
 
 
-def _outline_noise(rng, outlines, labels, noise, d):
-    """In-place: short breaks in the outlines and spurious line fragments inside cells."""
+def _outline_noise(rng, outlines, labels, noise, d, width=1):
+    """In-place: short breaks in the outlines and spurious line fragments inside cells.
+
+    With lines ``width`` px wide the breaks are wider by ``(width - 1) / 2`` px (so they cut the
+    line) and the fragments are widened like the lines.
+    """
     h, w = outlines.shape
     stats = {"gaps": 0, "fragments": 0}
     ys, xs = np.nonzero(outlines)
@@ -847,7 +991,7 @@ def _outline_noise(rng, outlines, labels, noise, d):
     n_cells_est = h * w / (_HEX_AREA * d * d)
     n_gaps = int(rng.poisson(0.3 * noise * n_cells_est))
     pick = rng.integers(0, n_out, n_gaps)
-    rad = rng.uniform(1.0, 1.5 + 1.5 * noise, n_gaps)
+    rad = rng.uniform(1.0, 1.5 + 1.5 * noise, n_gaps) + (width - 1) / 2
     for y, x, r in zip(ys[pick], xs[pick], rad):
         ri = int(math.ceil(r))
         y0, y1 = max(0, y - ri), min(h, y + ri + 1)
@@ -857,6 +1001,7 @@ def _outline_noise(rng, outlines, labels, noise, d):
     stats["gaps"] = n_gaps
     # spurious fragments: short slightly curved lines starting inside a cell
     n_frag = int(rng.poisson(0.15 * noise * n_cells_est))
+    frag = np.zeros_like(outlines) if width > 1 else outlines
     for _ in range(n_frag):
         y, x = rng.uniform(0, h), rng.uniform(0, w)
         th = rng.uniform(0, 2 * np.pi)
@@ -866,10 +1011,12 @@ def _outline_noise(rng, outlines, labels, noise, d):
         for _s in range(steps):
             yi, xi = int(y), int(x)
             if 0 <= yi < h and 0 <= xi < w:
-                outlines[yi, xi] = 1
+                frag[yi, xi] = 1
             y += math.sin(th) / 1.5
             x += math.cos(th) / 1.5
             th += curv
+    if width > 1:
+        outlines |= _widen(frag > 0, width).astype(outlines.dtype)
     stats["fragments"] = n_frag
     return stats
 
@@ -898,33 +1045,51 @@ def write_image(img: SynthImage, out: str | os.PathLike, stem: str) -> list[Path
 
 
 def write_dataset(out: str | os.PathLike, n: int = 4, size: int | Sequence[int] = 1024, seed: int = 0,
-                  noise: float = 0.5, cell_diameter: float | None = None, progress: bool = True,
-                  **kwargs: Any) -> list[Path]:
-    """Generate ``n`` images (image ``i`` uses ``seed + i``) and write them into ``out``.
+                  noise: float | None = None, cell_diameter: float | None = None, progress: bool = True,
+                  world: str | World | None = None, **kwargs: Any) -> list[Path]:
+    """Generate ``n`` images and write them into ``out``.
+
+    Without ``world`` image ``i`` is ``generate(size, seed + i, noise=noise, ...)`` (``noise``
+    default 0.5); with a world (a name of :data:`~rosette_bmz.worlds.WORLDS` or a
+    :class:`~rosette_bmz.worlds.World`) it is ``generate_world(size, seed + i, world)``: settings
+    drawn per image, generator seed ``seed + world.seed_offset + i``; ``noise``,
+    ``cell_diameter`` and extra keyword arguments, when given, replace the drawn values.
 
     Per image: ``synth_0000_labels.tif`` (int32), ``synth_0000_outlines.tif`` (uint8 0/1),
     ``synth_0000_rosettes.tif`` (uint16 instances) and ``synth_0000.json`` (meta). Each file is
     written to a temporary name first and renamed, so no half-written file is left behind.
-    Returns the JSON paths. Extra keyword arguments go to :func:`generate`.
+    Returns the JSON paths.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise SynthError(f"n (number of images) must be a positive integer, got {n!r}")
     h, w = _size2(size)
-    d = float(DEFAULT_CELL_DIAMETER if cell_diameter is None else cell_diameter)
-    _check_args(h, w, d, float(noise))  # fail before creating anything
+    wd = get_world(world) if world is not None else None
+    if cell_diameter is not None:
+        d = float(cell_diameter)
+    else:
+        d = float(wd.cell_diameter[1]) if wd is not None else DEFAULT_CELL_DIAMETER
+    _check_args(h, w, d, 0.5 if noise is None else float(noise))  # fail before creating anything
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
 
+    given = dict(kwargs)
+    if noise is not None:
+        given["noise"] = noise
+    if cell_diameter is not None:
+        given["cell_diameter"] = cell_diameter
     written = []
     for i in tqdm(range(int(n)), desc="synth", unit="img", disable=not progress):
-        img = generate((h, w), seed=int(seed) + i, cell_diameter=cell_diameter, noise=noise, **kwargs)
+        if wd is not None:
+            img = generate_world((h, w), int(seed) + i, wd, **given)
+        else:
+            img = generate((h, w), seed=int(seed) + i, **{"noise": 0.5, **given})
         stem = f"synth_{i:04d}"
         written.append(write_image(img, out, stem)[-1])
-        log.info("%s: %d cells, %d rosettes, %d decoys", stem, img.meta["n_cells"], len(img.meta["rosettes"]),
-                 len(img.meta["decoys"]))
+        log.info("%s: %d cells, %d rosettes (%d planted), %d decoys", stem, img.meta["n_cells"],
+                 len(img.meta["rosettes"]), img.meta["n_planted_found"], len(img.meta["decoys"]))
     return written
 
 

@@ -180,3 +180,34 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
 def test_exactly_one_of_model_and_predict_fn(synth_dir):
     with pytest.raises(E.EvaluationError, match="exactly one"):
         E.evaluate_dataset(None, synth_dir)
+
+
+def test_truth_from_labels_is_the_generators_truth(tmp_path):
+    """--truth labels applies the definition to <name>_labels.tif: on a noise-free synthetic image the
+    labels are the clean tiling, so the ground truth is the generator's own."""
+    from rosette_bmz.synth import write_dataset
+
+    write_dataset(tmp_path, n=2, size=256, seed=5, noise=0.0, cell_diameter=18, tissue_free=0.0, progress=False)
+    files = E.load_eval_dataset(tmp_path)
+    rule = E.load_eval_dataset(tmp_path, truth="labels")
+    assert [it.name for it in rule] == [it.name for it in files]
+    n = 0
+    for a, b in zip(files, rule):
+        np.testing.assert_array_equal(a.rosettes, b.rosettes)
+        assert [(d["y"], d["x"]) for d in a.decoys] == [(d["y"], d["x"]) for d in b.decoys]
+        n += int(a.rosettes.max())
+    assert n > 0
+    rep = E.evaluate_dataset(None, tmp_path, predict_fn=_oracle(rule), truth="labels", baseline=False)
+    m = rep["metrics"]["model"]
+    assert rep["settings"]["truth"] == "labels"
+    assert m["event_recall"] == 1 and m["event_precision"] == 1 and m["n_decoys_hit"] == 0
+    # a label image alone is enough
+    for p in tmp_path.glob("*_outlines.tif"):
+        p.unlink()
+    for p in tmp_path.glob("*_rosettes.tif"):
+        p.unlink()
+    assert len(E.load_eval_dataset(tmp_path, truth="labels")) == 2
+    with pytest.raises(E.EvaluationError, match="no ground truth"):
+        E.load_eval_dataset(tmp_path)
+    with pytest.raises(E.EvaluationError, match="truth must be one of"):
+        E.load_eval_dataset(tmp_path, truth="guess")

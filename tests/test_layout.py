@@ -23,7 +23,8 @@ PKG = ROOT / "rosette_bmz"
 #: (docs/design.md). Keys are module names relative to ``rosette_bmz`` or package prefixes.
 LAYERS = [
     ("", "errors", "constants", "files", "model", "inputs"),
-    ("checkpoint", "convert", "proposals", "metrics", "baseline", "synth", "quantities", "summary"),
+    ("checkpoint", "convert", "proposals", "metrics", "baseline", "definition", "worlds", "synth", "quantities",
+     "summary"),
     ("export",),
     ("runner",),
     ("training", "evaluate", "demo", "distributed", "napari"),

@@ -234,9 +234,7 @@ def test_k_and_kind_agree_with_synthetic_ground_truth(synthetic, kind, noise):
             n += 1
             k_ok += r["k"] == true["k"]
             kind_ok += r["kind"] == true["kind"]
-            ring = sorted(set(true["cells"]) - {true.get("central_cell")})
-            cells_ok += kind == "labels" and r["cells"] == ring and r["central"] == (
-                [true["central_cell"]] if true["kind"] == "extrusion" else [])
+            cells_ok += kind == "labels" and r["cells"] == true["cells"] and r["central"] == true["central"]
         assert len(described) == len(img.meta["rosettes"])
     print(f"{kind} noise {noise}: k {k_ok}/{n}, kind {kind_ok}/{n}, cells {cells_ok}/{n}")
     assert n >= 90
@@ -255,7 +253,7 @@ def test_synthetic_summary_counts_cells_and_rosettes(synthetic):
     assert s["n_rosettes"] == s["n_rosettes_k5"] == len(img.meta["rosettes"])
     truth = {str(k): sum(1 for m in img.meta["rosettes"] if m["k"] == k) for k in range(5, 13)}
     assert s["k_histogram"] == {k: v for k, v in truth.items() if v}
-    true_cells = {c for m in img.meta["rosettes"] for c in m["cells"]}
+    true_cells = {c for m in img.meta["rosettes"] for c in m["cells"] + m["central"]}
     assert s["n_cells_in_rosettes"] == len(true_cells)
     assert s["tissue_area_um2"] == pytest.approx((cells.labels > 0).sum() * 0.134 ** 2, rel=1e-6)
 

@@ -114,8 +114,9 @@ def test_published_config_is_the_recipe():
     a = cfg.augment
     assert (a.elastic_alpha, a.elastic_sigma, tuple(a.affine_scale), a.affine_translate, a.affine_rotate) == \
         (120, 6, (0.9, 1.1), 0.1, 15)
-    for name in ("demo.yaml", "demo_stage1.yaml", "finetune.yaml"):
+    for name in ("demo.yaml", "demo_stage1.yaml", "finetune.yaml", "world.yaml"):
         load_config(name)   # the shipped configs validate
+    assert load_config("world").data.synth.world == "train"
 
 
 def test_config_errors_are_one_line(tmp_path):
@@ -248,6 +249,26 @@ def test_synthetic_sources_on_the_fly_and_from_disk(tmp_path):
     assert sum(s.n_rosettes for s in fly) > 0
     with pytest.raises(TrainingDataError, match="synth_dir"):
         load_samples(load_config(None, {"data.source": "synth_dir"}).data)
+
+
+def test_synthetic_source_from_a_world(tmp_path):
+    """data.synth.world draws each image's settings from the randomised distribution, like `synth --world`."""
+    from rosette_bmz.synth import write_dataset
+    from rosette_bmz.training.data import load_samples
+
+    cfg = load_config(None, {"data.source": "synth",
+                             "data.synth": {"world": "train", "n_images": 2, "size": 192, "seed": 3}})
+    fly = load_samples(cfg.data)
+    write_dataset(tmp_path / "w", n=2, size=192, seed=3, world="train", progress=False)
+    disk = load_samples(load_config(None, {"data.source": "synth_dir", "data.synth_dir": str(tmp_path / "w")}).data)
+    assert [s.name for s in fly] == ["train_seed3", "train_seed4"]
+    for a, b in zip(fly, disk):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.instances, b.instances)
+    fixed = load_samples(load_config(None, {"data.synth": {"world": "train", "n_images": 1, "size": 192,
+                                                           "seed": 3, "noise": 0.0}}).data)
+    assert not np.array_equal(fixed[0].image, fly[0].image)     # noise given: replaces the drawn value
+    with pytest.raises(ConfigError, match="unknown world 'mars'"):
+        load_config(None, {"data.synth": {"world": "mars"}})
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -103,13 +103,19 @@ def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: d
 
 
 def _load_synth(cfg: DataConfig) -> list[Sample]:
-    from ..synth import generate
+    from ..synth import generate, generate_world
 
     s = cfg.synth
+    given = {k: v for k, v in (("noise", s.noise), ("cell_diameter", s.cell_diameter)) if v is not None}
     out = []
     for i in range(s.n_images):
-        img = generate(s.size, seed=s.seed + i, noise=s.noise, cell_diameter=s.cell_diameter)
-        out.append(_synth_sample(f"synth_seed{s.seed + i}", img.outlines, img.rosettes, img.meta))
+        if s.world is not None:
+            img = generate_world(s.size, s.seed + i, s.world, **given)
+            name = f"{s.world}_seed{s.seed + i}"
+        else:
+            img = generate(s.size, seed=s.seed + i, **{"noise": 0.5, **given})
+            name = f"synth_seed{s.seed + i}"
+        out.append(_synth_sample(name, img.outlines, img.rosettes, img.meta))
     return out
 
 

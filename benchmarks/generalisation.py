@@ -1,0 +1,193 @@
+"""Generalisation measured, not assumed (issue 13, item 3): the model and the baseline on other worlds.
+
+    .venv/bin/python benchmarks/generalisation.py [--n 6] [--size 1024] [--model rdf.yaml]
+        [--out benchmarks/results/generalisation] [--keep DIR]
+
+For ``default`` (``generate()``'s defaults: the setting the current demo weights were trained on),
+the in-distribution held-out world (``heldout``: the training distribution, other seeds) and
+every "other world" of :mod:`rosette_bmz.worlds` (one setting outside the training ranges:
+12 px or 45 px cells, 4-5 px lines, noise 1, a Poisson-disc or jittered-hexagon tiling), ``--n``
+images of ``--size`` px are written with ``rosette-bmz synth --world NAME --seed 0`` (generator
+seeds ``world.seed_offset + i``) and scored with :func:`rosette_bmz.evaluate.evaluate_dataset`:
+the model (``--model``, default the committed demo package, onnx backend, published tiling)
+against the classical baseline (vertex multiplicity on the outlines), both against the ground
+truth of the one rosette definition (planted and chance rosettes alike; 4-cell junctions are the
+decoys). Besides the model-card rows, the recall is split into planted rosettes and rosettes
+that arose by chance in the tiling (``meta["rosettes"][i]["planted"]``).
+
+Writes ``<out>.json`` (every number, the world settings, the machine) and ``<out>.md`` (the
+table); ``--copy-to`` (default ``training/demo``) gets both files too. These are the numbers new
+weights have to beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
+
+from rosette_bmz.baseline import detect_rosettes  # noqa: E402
+from rosette_bmz.evaluate import evaluate_dataset, load_eval_dataset  # noqa: E402
+from rosette_bmz.files import atomic_path  # noqa: E402
+from rosette_bmz.runner import load_predictor, predict  # noqa: E402
+from rosette_bmz.synth import write_dataset  # noqa: E402
+from rosette_bmz.worlds import OTHER_WORLDS, get_world  # noqa: E402
+
+SETS = ("default", "heldout") + OTHER_WORLDS
+KEYS = ("event_recall", "event_precision", "pixel_dice", "decoy_hit_rate", "false_proposals_per_image",
+        "pixel_f1", "n_detected", "n_rosettes", "n_proposals", "n_proposals_matched", "n_decoys", "n_decoys_hit")
+
+
+def split_recall(items, probs: dict[str, np.ndarray]) -> dict[str, int]:
+    """Detected planted / chance rosettes (>= 1 pixel at p >= 0.5) of every image."""
+    out = {"planted": 0, "planted_detected": 0, "chance": 0, "chance_detected": 0}
+    for it in items:
+        p = probs[it.name] >= 0.5
+        for r in it.meta["rosettes"]:
+            key = "planted" if r["planted"] else "chance"
+            out[key] += 1
+            out[key + "_detected"] += bool(p[it.rosettes == r["id"]].any())
+    return out
+
+
+def run_set(name: str, data: Path, n: int, size: int, predictor, mode: str) -> dict:
+    t0 = time.perf_counter()
+    write_dataset(data, n=n, size=size, seed=0, world=name, progress=False)
+    t_gen = time.perf_counter() - t0
+    items = load_eval_dataset(data)
+    probs: dict[str, np.ndarray] = {}
+    base: dict[str, np.ndarray] = {}
+    lookup = {it.outlines.tobytes(): it.name for it in items}
+
+    def predict_fn(x: np.ndarray) -> np.ndarray:
+        prob = predict(x, predictor, mode=mode)
+        probs[lookup[(x[1] > 0).astype(items[0].outlines.dtype).tobytes()]] = prob
+        return prob
+
+    rep = evaluate_dataset(None, items, predict_fn=predict_fn, baseline=True)
+    for it in items:
+        base[it.name] = (detect_rosettes(it.outlines, "outlines").rosettes > 0).astype(np.float32)
+    metas = [it.meta for it in items]
+    settings = [{k: m["params"][k] for k in ("cell_diameter", "gradient", "elongation", "noise", "outline_style",
+                                             "line_width", "tiling", "lloyd_iterations", "rosette_density",
+                                             "wedge_fraction", "tissue_free", "tissue_free_shape")} for m in metas]
+    return {
+        "world": get_world(name).describe(),
+        "images": [{"seed": m["seed"], "n_cells": m["n_cells"], "n_rosettes": m["n_rosettes"],
+                    "n_planted": m["n_planted"], "n_chance": m["n_chance_rosettes"], "n_decoys": m["n_decoys"],
+                    "settings": s} for m, s in zip(metas, settings)],
+        "model": {**{k: rep["metrics"]["model"][k] for k in KEYS}, **split_recall(items, probs)},
+        "baseline": {**{k: rep["metrics"]["baseline"][k] for k in KEYS}, **split_recall(items, base)},
+        "seconds": {"generate": round(t_gen, 1), **rep["seconds"]},
+    }
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _ratio(a: int, b: int) -> str:
+    return "n/a" if not b else f"{100 * a / b:.1f}"
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| set | differs from training | images | rosettes (chance) | 4-cell decoys | event recall % | "
+             "recall, chance rosettes % | recall, planted % | event precision % | pixel Dice | decoys hit % | "
+             "false proposals / image |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        m, b = r["model"], r["baseline"]
+        n_ch = sum(i["n_chance"] for i in r["images"])
+        lines.append(
+            f"| `{name}` | {r['world']['description']} | {len(r['images'])} | {m['n_rosettes']} ({n_ch}) | "
+            f"{m['n_decoys']} | {_pct(m['event_recall'])} / {_pct(b['event_recall'])} | "
+            f"{_ratio(m['chance_detected'], m['chance'])} / {_ratio(b['chance_detected'], b['chance'])} | "
+            f"{_ratio(m['planted_detected'], m['planted'])} / {_ratio(b['planted_detected'], b['planted'])} | "
+            f"{_pct(m['event_precision'])} / {_pct(b['event_precision'])} | "
+            f"{m['pixel_dice']:.2f} / {b['pixel_dice']:.2f} | {_pct(m['decoy_hit_rate'])} / "
+            f"{_pct(b['decoy_hit_rate'])} | {m['false_proposals_per_image']:.1f} / "
+            f"{b['false_proposals_per_image']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=6, help="images per set (default 6)")
+    ap.add_argument("--size", type=int, default=1024, help="image side in px (default 1024)")
+    ap.add_argument("--model", default=str(ROOT / "rdf.yaml"), help="rdf.yaml or checkpoint (default: the demo package)")
+    ap.add_argument("--backend", default="onnx")
+    ap.add_argument("--mode", default="published", choices=("published", "halo"))
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated world names")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generalisation"),
+                    help="output stem: writes <out>.json and <out>.md")
+    ap.add_argument("--copy-to", default=str(ROOT / "training" / "demo"), help="also copy both files here ('' = no)")
+    ap.add_argument("--keep", default=None, help="keep the generated datasets in this folder")
+    args = ap.parse_args(argv)
+
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    for s in sets:
+        get_world(s)
+    predictor = load_predictor(args.model, args.backend)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="generalisation_"))
+    results = {}
+    try:
+        for name in sets:
+            t0 = time.perf_counter()
+            results[name] = run_set(name, work / name, args.n, args.size, predictor, args.mode)
+            m, b = results[name]["model"], results[name]["baseline"]
+            print(f"{name:12s} rosettes {m['n_rosettes']:5d}  recall model {_pct(m['event_recall'])} / baseline "
+                  f"{_pct(b['event_recall'])}  precision {_pct(m['event_precision'])} / {_pct(b['event_precision'])}"
+                  f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    finally:
+        predictor.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    model_name = Path(args.model).name
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    md = (f"# Generalisation: model vs classical baseline on other worlds\n\n"
+          f"`benchmarks/generalisation.py` ({stamp}): per set {args.n} synthetic images of {args.size}² "
+          f"(`rosette-bmz synth --world NAME --seed 0`), model `{model_name}` ({args.backend} backend, "
+          f"{args.mode} tiling) / baseline (vertex multiplicity on the outlines). Ground truth: the one "
+          "rosette definition on the clean tiling (docs/metrics.md, \"What a rosette is\"): planted and "
+          "chance rosettes alike; decoys are the 4-cell junctions away from rosettes. Each cell reads "
+          "**model / baseline**; event recall = rosettes with >= 1 px at p >= 0.5; event precision = "
+          "proposals (p > 0.5, >= 10 px) on a rosette; pixel Dice soft, mean per image; decoys hit = 4-cell "
+          "junctions with a proposal within a quarter cell diameter. \"Differs from training\" refers to the "
+          "training world of `rosette_bmz/worlds.py` (what new weights will be trained on); the current demo "
+          "weights were trained before issue 13 on the old generator's default setting (24 px cells, Cellpose "
+          "inner outlines, noise 0.5, only planted wedge rosettes labelled), so for them every set is partly "
+          "new.\n\n"
+          + table(results) + "\n")
+    report = {"generated": stamp, "script": "benchmarks/generalisation.py", "model": model_name,
+              "backend": args.backend, "mode": args.mode, "n_images": args.n, "size": args.size,
+              "machine": {"cpu": cpu_model(), "python": platform.python_version()},
+              "sets": results, "table_markdown": md}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out.with_suffix(".json"), json.dumps(report, indent=1) + "\n"), (out.with_suffix(".md"), md)):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        if args.copy_to:
+            dest = Path(args.copy_to) / path.name
+            with atomic_path(dest) as tmp:
+                tmp.write_text(text)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
