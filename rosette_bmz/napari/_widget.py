@@ -81,6 +81,7 @@ class RosetteReviewWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
+        self.setMaximumWidth(460)          # leave the canvas its room
         top = QVBoxLayout(self)
 
         box = QGroupBox("Detect")
@@ -117,6 +118,7 @@ class RosetteReviewWidget(QWidget):
         box = QGroupBox("Review")
         lay = QVBoxLayout(box)
         self.counts_label = QLabel("no proposals yet")
+        self.counts_label.setWordWrap(True)
         lay.addWidget(self.counts_label)
         row = QHBoxLayout()
         for text, slot in (("◀ prev", self.previous_proposal), ("next ▶", self.next_proposal),
