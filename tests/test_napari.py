@@ -56,6 +56,22 @@ def test_manifest_is_discovered_with_reader_sample_and_widget():
     assert "*.csv" not in patterns and "*.tif" not in patterns and "*_rosettes.csv" in patterns
 
 
+def test_only_the_plugin_imports_napari_or_qt():
+    import ast
+
+    pkg = DATA.parent
+    gui = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy", "superqt")
+    bad = []
+    for path in pkg.rglob("*.py"):
+        if (pkg / "napari") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad += [f"{path.relative_to(pkg)}: {n}" for n in names if n.split(".")[0] in gui]
+    assert not bad, bad
+
+
 def test_reader_opens_predict_outputs_as_image_labels_and_points(tmp_path):
     prob, labels, rows, paths = _fake_prediction(tmp_path)
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")

@@ -234,10 +234,10 @@ class RosetteReviewWidget(QWidget):
                 pass
 
     # ------------------------------------------------------------------ detection
-    def _get_predictor(self):
+    def _get_predictor(self, key: tuple[str, str]):
+        """The predictor for (model, backend), reused while both stay the same (worker thread)."""
         from ..runner import load_predictor
 
-        key = (self.model_edit.text(), self.backend_box.currentText())
         if self._predictor is None or self._predictor_key != key:
             if self._predictor is not None:
                 self._predictor.close()
@@ -290,10 +290,11 @@ class RosetteReviewWidget(QWidget):
         from napari.qt.threading import create_worker
 
         threshold = float(self.threshold_spin.value())
+        key = (str(self.model_path()), self.backend_box.currentText())   # read here, on the UI thread
 
         def work():
-            yield "loading the model"
-            predictor = self._get_predictor()
+            yield f"loading {Path(key[0]).name} ({key[1]})"
+            predictor = self._get_predictor(key)
             yield "predicting"
             return rv.detect(image, kind, predictor, threshold=threshold, name=name)
 
