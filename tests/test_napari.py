@@ -259,6 +259,7 @@ def test_widget_folder_mode_skips_reviewed_autosaves_and_finetunes(widget, qtbot
     w.next_image()                                               # autosaves e1, opens e2
     _wait(qtbot, w)
     assert (corr / "e1_review.csv").is_file() and w.review.name == "e2"
+    assert "e1" not in viewer.layers and "e1 rosettes" not in viewer.layers and "e2 rosettes" in viewer.layers
     assert "accepted" in (corr / "e1_review.csv").read_text()
     w.previous_image()                                           # e1 again: its saved review, no model run
     assert w.review.name == "e1" and w.review.counts()["accepted"] == 1

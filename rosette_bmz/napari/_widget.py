@@ -498,6 +498,7 @@ class RosetteReviewWidget(QWidget):
 
         from ..inputs import read_image
 
+        self._reuse_folder_layers(self.folder_images[index])   # saved already (autosave)
         self.folder_index = index
         path = self.folder_images[index]
         kind = self.kind_box.currentText()
@@ -522,6 +523,21 @@ class RosetteReviewWidget(QWidget):
             return
         self.message(f"{where}: {path.name}")
         self.run_detection(image, kind, path.stem)
+
+    def _reuse_folder_layers(self, path: Path) -> None:
+        """One folder image in the viewer at a time: the previous image's layers are renamed for
+        the next one and get its data (removing them instead crashed Qt at exit under Xvfb)."""
+        if self.source is None or not self.folder_images:
+            return
+        old, new = self.source[2], path.stem
+        ob, nb = rv.review_name(old), rv.review_name(new)
+        for a, b in ((old, new), (f"{ob} rosettes", f"{nb} rosettes"), (f"{ob} proposals", f"{nb} proposals"),
+                     (f"{ob} probability", f"{nb} probability")):
+            if a in self.viewer.layers and b not in self.viewer.layers:
+                self.viewer.layers[a].name = b
+        if self.points_layer is not None:
+            self.points_layer.data = np.zeros((0, 2))
+        self.review = self.source = None
 
     # ------------------------------------------------------------------ fine-tuning and export
     def model_path(self) -> Path:
