@@ -251,6 +251,17 @@ def test_widget_folder_mode_skips_reviewed_autosaves_and_finetunes(widget, qtbot
     corr = Path(w.corrections_edit.text())
     rv.Review("e0", _crop(256)[0]).save(corr, _crop(256)[1])     # e0 is already reviewed
 
+    preds = tmp_path / "predictions"                   # e2 was run by `rosette-bmz predict` already
+    preds.mkdir()
+    from rosette_bmz.proposals import find_proposals, write_csv, write_tiff
+
+    prob = np.zeros((256, 256), np.float32)
+    prob[100:120, 100:120] = 0.8
+    labels, rows = find_proposals(prob)
+    write_tiff(preds / "e2_rosettes.tif", labels)
+    write_csv(preds / "e2_rosettes.csv", rows)
+    w.predictions_edit.setText(str(preds))
+
     w.open_folder(str(folder))
     _wait(qtbot, w)
     assert w.folder_index == 1 and w.review.name == "e1"        # e0 skipped
@@ -261,6 +272,7 @@ def test_widget_folder_mode_skips_reviewed_autosaves_and_finetunes(widget, qtbot
     assert (corr / "e1_review.csv").is_file() and w.review.name == "e2"
     assert "e1" not in viewer.layers and "e1 rosettes" not in viewer.layers and "e2 rosettes" in viewer.layers
     assert "accepted" in (corr / "e1_review.csv").read_text()
+    assert [(p.id, p.y, p.x) for p in w.review.proposals] == [(1, 109.5, 109.5)]   # pre-loaded, not run
     w.previous_image()                                           # e1 again: its saved review, no model run
     assert w.review.name == "e1" and w.review.counts()["accepted"] == 1
 
