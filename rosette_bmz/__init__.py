@@ -36,6 +36,7 @@ _LAZY = {
     "evaluate_dataset": "evaluate", "load_eval_dataset": "evaluate",
     "train": "training.train", "load_config": "training.config",
     "run_demo": "demo",
+    "predict_files_dask": "distributed", "predict_image_dask": "distributed",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

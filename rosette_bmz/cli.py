@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .constants import BACKENDS, INPUT_KINDS, PAD_MODES
+from .constants import BACKENDS, DASK_CHUNK, INPUT_KINDS, PAD_MODES
 from .errors import RosetteError
 from .summary import GROUPINGS
 
@@ -47,24 +47,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .runner import load_predictor, predict_files
-
-    predictor = load_predictor(args.model, args.backend, args.threads, pad=args.pad, tile=args.tile,
-                               border=args.border)
-
     def report(r) -> None:
         if not r.ok:
             tqdm.write(f"error: {r.error}", file=sys.stderr)
 
-    try:
-        results = predict_files(args.inputs, predictor, args.backend, args.input_kind, args.out, mode=args.mode,
-                                tile=args.tile, batch=args.batch, threshold=args.threshold,
-                                min_size=args.min_size, overlay=args.overlay, progress=True,
-                                quantities=not args.no_quantities, pixel_size=args.pixel_size, on_result=report)
-    finally:
-        predictor.close()
+    if args.dask:
+        from .distributed import predict_files_dask
+
+        if not args.verbose:   # the scheduler of a local cluster logs every worker start and stop
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+        results = predict_files_dask(args.inputs, args.model, args.dask, args.backend, args.input_kind, args.out,
+                                     mode=args.mode, tile=args.tile, batch=args.batch, threads=args.threads,
+                                     threshold=args.threshold, min_size=args.min_size, overlay=args.overlay,
+                                     quantities=not args.no_quantities, pixel_size=args.pixel_size, pad=args.pad,
+                                     border=args.border, chunk=args.chunk, progress=True, on_result=report)
+    else:
+        from .runner import load_predictor, predict_files
+
+        predictor = load_predictor(args.model, args.backend, args.threads, pad=args.pad, tile=args.tile,
+                                   border=args.border)
+        try:
+            results = predict_files(args.inputs, predictor, args.backend, args.input_kind, args.out,
+                                    mode=args.mode, tile=args.tile, batch=args.batch, threshold=args.threshold,
+                                    min_size=args.min_size, overlay=args.overlay, progress=True,
+                                    quantities=not args.no_quantities, pixel_size=args.pixel_size,
+                                    on_result=report)
+        finally:
+            predictor.close()
     ok = [r for r in results if r.ok]
-    line = (f"predicted {len(ok)}/{len(results)} image(s) with the {args.backend} backend into {args.out}: "
+    where = f" on dask ({args.dask})" if args.dask else ""
+    line = (f"predicted {len(ok)}/{len(results)} image(s) with the {args.backend} backend{where} into {args.out}: "
             f"{sum(r.n_proposals for r in ok)} rosette proposal(s)")
     if len(ok) < len(results):
         line += f"; {len(results) - len(ok)} failed"
@@ -205,7 +217,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="tiled prediction and rosette proposals for napari")
-    p.add_argument("inputs", nargs="+", help="image files or folders (TIFF, NPY, PNG)")
+    p.add_argument("inputs", nargs="+", help="image files or folders (TIFF, NPY, PNG, zarr / OME-Zarr)")
     p.add_argument("--model", required=True, help="rdf.yaml or a checkpoint (.pt)")
     p.add_argument("--backend", default="onnx", choices=BACKENDS)
     p.add_argument("--input-kind", default="outlines", choices=INPUT_KINDS)
@@ -230,6 +242,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="pixel size in µm: summaries also give rosettes per 1000 µm² of tissue")
     p.add_argument("--no-quantities", action="store_true",
                    help="skip the rosette topology (k, kind, cells) and the per-image summaries")
+    p.add_argument("--dask", default=None, metavar="CLUSTER",
+                   help="run on dask.distributed: local:N (N worker processes on this machine) or "
+                        "tcp://HOST:PORT (a running scheduler); one task per image, images over 4096² chunked "
+                        "into <stem>_prob.ome.zarr (needs the [dask] extra)")
+    p.add_argument("--chunk", type=int, default=DASK_CHUNK,
+                   help=f"with --dask: chunk side for large images (multiple of 16; default {DASK_CHUNK})")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("summarize", help="rosette numbers per condition: table and figure from predict runs")

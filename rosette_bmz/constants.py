@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
-           "MIN_IMAGE_SIZE"]
+           "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK"]
 
 #: Height and width of a network input must be multiples of this (four 2x poolings).
 DIVISOR = 16
@@ -25,6 +25,10 @@ INPUT_KINDS: tuple[str, ...] = ("channels", "outlines", "labels")
 
 #: Image files the runner, the trainer and the evaluator read.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".npy", ".png")
+
+#: A zarr / OME-Zarr store (a folder) whose name ends with this is read as one image (needs the
+#: ``[dask]`` extra: zarr); ``.ome.zarr`` ends with it too.
+ZARR_SUFFIX = ".zarr"
 
 #: Weight-format adapters of the runner.
 BACKENDS: tuple[str, ...] = ("onnx", "torch", "torchscript", "bioimageio")
@@ -52,3 +56,8 @@ PACKAGE_MIN_SIZE = PUBLISHED_WINDOW
 #: about two cell diameters (~48 px at the default 24 px cells); crops of 16 px gave false
 #: proposals in 16 of 90 random crops of synthetic tissue, 24-32 px in none (docs/reliability.md).
 MIN_IMAGE_SIZE = 32
+
+#: Chunk side (px, a multiple of 16) of a large image on dask (``predict --dask``): the unit of
+#: work and the zarr chunk of the output; with 112 px of context a 1248 px window, one forward
+#: pass of the demo model under the streaming activation budget.
+DASK_CHUNK = 1024

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = ["RosetteError", "InputError", "CheckpointError", "ModelError", "ConversionError", "ExportError",
            "SynthError", "EvaluationError", "ConfigError", "TrainingDataError", "OutputError",
-           "QuantityError", "SummaryError"]
+           "QuantityError", "SummaryError", "ClusterError"]
 
 
 class RosetteError(Exception):
@@ -63,3 +63,7 @@ class QuantityError(RosetteError, ValueError):
 
 class SummaryError(RosetteError, ValueError):
     """A summary file or run directory that cannot be read, or a bad argument (the message names it)."""
+
+
+class ClusterError(RosetteError, RuntimeError):
+    """A dask cluster that cannot be started, reached or used (``--dask``), or a missing dask install."""

@@ -30,12 +30,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_IMAGE_SIZE
+from .constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_IMAGE_SIZE, ZARR_SUFFIX
 from .errors import InputError
 
 __all__ = ["InputError", "InputKind", "INPUT_KINDS", "MAX_OUTLINE_FRACTION", "from_outlines", "from_labels",
            "from_channels", "build_input", "inner_outlines", "read_image", "load_input", "squeeze", "check_values",
-           "validated", "channels_from_foreground", "check_model_input", "check_size"]
+           "validated", "channels_from_foreground", "check_model_input", "check_size", "is_zarr", "open_zarr"]
 
 InputKind = Literal["channels", "outlines", "labels"]
 
@@ -220,9 +220,72 @@ def check_model_input(x: Any, channels: int, name: str = "input") -> np.ndarray:
     return x
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a TIFF, NPY or PNG file into a numpy array (errors name the file)."""
+def is_zarr(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zarr / OME-Zarr store read as one image (a folder named ``*.zarr``)."""
     path = Path(path)
+    return path.name.lower().endswith(ZARR_SUFFIX) and path.is_dir()
+
+
+class _Leading:
+    """A lazy view of ``arr`` without its leading singleton axes (OME-Zarr's t, c, z of size 1).
+
+    Slicing reads only the slice (a zarr array reads the chunks it touches), so an image
+    larger than memory stays on disk; ``np.asarray`` reads it whole.
+    """
+
+    def __init__(self, arr: Any, drop: int):
+        self.arr, self.lead = arr, (0,) * drop
+        self.shape, self.dtype = tuple(arr.shape[drop:]), arr.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return np.asarray(self.arr[self.lead + (idx if isinstance(idx, tuple) else (idx,))])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self[...]
+        return a if dtype is None else a.astype(dtype)
+
+
+def open_zarr(path: str | os.PathLike) -> Any:
+    """The image in a zarr array or OME-Zarr store, opened lazily (slices read only their chunks).
+
+    An OME-Zarr group gives its full-resolution level (the first ``multiscales`` dataset,
+    NGFF 0.4 or 0.5 metadata); a plain group must hold exactly one array. Leading axes of
+    size 1 (OME-Zarr's t, c, z) are dropped without reading.
+    """
+    path = Path(path)
+    try:
+        import zarr
+    except ImportError:
+        raise InputError(f"{path}: reading zarr needs the zarr package: pip install 'rosette-bmz[dask]'") from None
+    try:
+        node = zarr.open(str(path), mode="r")
+        if isinstance(node, zarr.Group):
+            attrs = dict(node.attrs)
+            ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+            if ms:
+                node = node[ms[0]["datasets"][0]["path"]]
+            else:
+                arrays = list(node.array_keys())
+                if len(arrays) != 1:
+                    raise InputError(f"{path}: a zarr group without OME-Zarr (multiscales) metadata must hold "
+                                     f"exactly one array, found {len(arrays)}")
+                node = node[arrays[0]]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read as zarr ({type(exc).__name__}: {exc})") from None
+    drop = 0
+    while node.ndim - drop > 2 and node.shape[drop] == 1:
+        drop += 1
+    return _Leading(node, drop) if drop else node
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF, NPY or PNG file, or a zarr / OME-Zarr store, into a numpy array (errors name the file)."""
+    path = Path(path)
+    if is_zarr(path):
+        return np.asarray(open_zarr(path)[...])
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()

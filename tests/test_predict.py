@@ -294,7 +294,7 @@ def test_predict_files_writes_napari_ready_outputs(onnx_pred, synth_images, tmp_
     assert len(res) == 1 and res[0].ok, res
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["cells_overlay.png", "cells_prob.tif", "cells_rosettes.csv",
-                                                     "cells_rosettes.tif"]
+                                                     "cells_rosettes.tif", "cells_summary.json", "summary.csv"]
     prob = tifffile.imread(out / "cells_prob.tif")
     assert prob.dtype == np.float32 and prob.shape == (250, 270)
     np.testing.assert_allclose(prob, predict(from_labels(s.labels), onnx_pred), atol=1e-6)
@@ -371,7 +371,10 @@ def test_bad_input_fails_alone_with_a_message_naming_it(onnx_pred, synth_images,
     assert "\n" not in res[1].error
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert not any(n.startswith("b_bad") or n.startswith(".") for n in names), names
-    assert len(names) == 6
+    # streamed images get no rosette quantities (they need the whole image in memory)
+    per_image = ["prob.tif", "rosettes.csv", "rosettes.tif"] + ([] if stream else ["summary.json"])
+    assert names == sorted([f"{s}_{f}" for s in ("a_good", "c_good") for f in per_image]
+                           + ([] if stream else ["summary.csv"])), names
 
 
 def test_unreadable_and_missing_files(onnx_pred, synth_images, tmp_path):
@@ -384,7 +387,8 @@ def test_unreadable_and_missing_files(onnx_pred, synth_images, tmp_path):
     assert not by_name["broken.tif"].ok and "broken.tif" in by_name["broken.tif"].error
     assert not by_name["missing.png"].ok and "missing.png" in by_name["missing.png"].error
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok_prob.tif", "ok_rosettes.csv",
-                                                                     "ok_rosettes.tif"]
+                                                                     "ok_rosettes.tif", "ok_summary.json",
+                                                                     "summary.csv"]
 
 
 def test_folder_runs_sorted_and_skips_its_own_outputs(onnx_pred, synth_images, tmp_path):

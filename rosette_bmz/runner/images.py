@@ -25,10 +25,10 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_PROPOSAL_SIZE, THRESHOLD
+from ..constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_PROPOSAL_SIZE, THRESHOLD, ZARR_SUFFIX
 from ..errors import InputError, ModelError, OutputError
 from ..files import atomic_paths, temp_name
-from ..inputs import build_input, check_size, check_values, read_image, squeeze
+from ..inputs import build_input, check_size, check_values, is_zarr, open_zarr, read_image, squeeze
 from ..proposals import find_proposals, release, write_csv, write_overlay, write_tiff
 from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
 from ..summary import (SUMMARY_CSV, SUMMARY_SUFFIX, find_image_summaries, read_image_summary, write_image_summary,
@@ -39,12 +39,22 @@ from .tiling import ACTIVATION_BUDGET
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileResult", "collect_inputs", "open_lazy", "predict_file", "predict_files", "STREAM_PIXELS",
-           "OUTPUT_SUFFIXES"]
+__all__ = ["FileResult", "collect_inputs", "open_lazy", "predict_file", "predict_file_safely", "failed_result",
+           "predict_files", "image_stem", "STREAM_PIXELS", "OUTPUT_SUFFIXES"]
 
 #: Images with more pixels than this are streamed from disk (memory O(tile)).
 STREAM_PIXELS = 4096 * 4096
-OUTPUT_SUFFIXES = ("_prob.tif", "_rosettes.tif", "_rosettes.csv", "_overlay.png")
+OUTPUT_SUFFIXES = ("_prob.tif", "_rosettes.tif", "_rosettes.csv", "_overlay.png", "_prob.ome.zarr")
+
+
+def image_stem(path: str | os.PathLike) -> str:
+    """The name outputs are named after: the file name without its suffix (``.ome.zarr`` / ``.zarr`` whole)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".ome" + ZARR_SUFFIX, ZARR_SUFFIX):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return path.stem
 
 
 @dataclass
@@ -71,38 +81,42 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
     out_dir = Path(out_dir).resolve() if out_dir is not None else None
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                           and f.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_dir() and not is_zarr(p):
+            found = sorted(f for f in p.iterdir() if not f.name.startswith(".")
+                           and ((f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(f))
                            and not (out_dir is not None and p.resolve() == out_dir
                                     and f.name.endswith(OUTPUT_SUFFIXES)))
             if not found:
                 failed.append(FileResult(p, False, error=f"{p}: folder holds no {'/'.join(IMAGE_SUFFIXES)} files"))
             files.extend(found)
-        elif p.is_file():
+        elif p.is_file() or is_zarr(p):
             files.append(p)
         else:
             failed.append(FileResult(p, False, error=f"{p}: no such file or folder"))
     seen: dict[str, Path] = {}
     unique: list[Path] = []
     for f in files:
-        if f.stem in seen:
-            failed.append(FileResult(f, False, error=f"{f}: same name stem as {seen[f.stem]}; its outputs "
+        if image_stem(f) in seen:
+            failed.append(FileResult(f, False, error=f"{f}: same name stem as {seen[image_stem(f)]}; its outputs "
                                                        "would overwrite each other (rename one)"))
             continue
-        seen[f.stem] = f
+        seen[image_stem(f)] = f
         unique.append(f)
     return unique, failed
 
 
 def open_lazy(path: Path, stream_pixels: int, scratch: Path) -> Any:
-    """A memory-mapped view of an NPY or TIFF, or None (then the file is read whole).
+    """A memory-mapped view of an NPY or TIFF, a lazily read zarr store, or None (then the file is read whole).
 
-    Uncompressed TIFFs are mapped directly. A compressed single-image TIFF larger than
-    ``stream_pixels`` is decoded strip by strip (or tile by tile) into the uncompressed
-    ``scratch`` file, which is then mapped: memory O(strip), disk O(image).
+    Uncompressed TIFFs are mapped directly; a zarr / OME-Zarr store is opened lazily
+    (:func:`~rosette_bmz.inputs.open_zarr`: a slice reads only the chunks it touches). A
+    compressed single-image TIFF larger than ``stream_pixels`` is decoded strip by strip (or
+    tile by tile) into the uncompressed ``scratch`` file, which is then mapped: memory
+    O(strip), disk O(image).
     """
     suffix = path.suffix.lower()
+    if is_zarr(path):
+        return open_zarr(path)
     try:
         if suffix == ".npy":
             return np.load(path, mmap_mode="r", allow_pickle=False)
@@ -154,11 +168,12 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
     path = Path(path)
     name = str(path)
     out_dir = Path(out_dir)
-    scratch = temp_name(out_dir / f"{path.stem}_decoded.npy")
+    stem = image_stem(path)
+    scratch = temp_name(out_dir / f"{stem}_decoded.npy")
     lazy = arr = source = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        lazy = (None if predictor.backend.whole_image or not path.is_file()
+        lazy = (None if predictor.backend.whole_image or not (path.is_file() or is_zarr(path))
                 else open_lazy(path, stream_pixels, scratch))
         streamed = False
         if lazy is not None:
@@ -168,12 +183,12 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
         if streamed and quantities:
             log.info("%s: streamed from disk; rosette quantities need the whole image and are skipped", path)
         quantities = quantities and not streamed
-        finals = {"prob": out_dir / f"{path.stem}_prob.tif", "labels": out_dir / f"{path.stem}_rosettes.tif",
-                  "csv": out_dir / f"{path.stem}_rosettes.csv"}
+        finals = {"prob": out_dir / f"{stem}_prob.tif", "labels": out_dir / f"{stem}_rosettes.tif",
+                  "csv": out_dir / f"{stem}_rosettes.csv"}
         if overlay:
-            finals["overlay"] = out_dir / f"{path.stem}_overlay.png"
+            finals["overlay"] = out_dir / f"{stem}_overlay.png"
         if quantities:
-            finals["summary"] = out_dir / f"{path.stem}{SUMMARY_SUFFIX}"
+            finals["summary"] = out_dir / f"{stem}{SUMMARY_SUFFIX}"
         summary = None
         with atomic_paths(finals) as tmps:
             x = None
@@ -201,7 +216,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
             if quantities:
                 cells = cells_for(raw, input_kind, name=name)
                 rows = describe_proposals(labels, rows, cells)
-                summary = image_summary(cells, rows, pixel_size, name=path.stem)
+                summary = image_summary(cells, rows, pixel_size, name=stem)
                 write_rosette_csv(tmps["csv"], rows)
                 write_image_summary(tmps["summary"], summary)
             else:
@@ -214,6 +229,34 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
     finally:
         lazy = arr = source = None
         scratch.unlink(missing_ok=True)
+
+
+def predict_file_safely(path: str | os.PathLike, predictor: Predictor, input_kind: str, out_dir: str | os.PathLike,
+                        **kwargs: Any) -> FileResult:
+    """:func:`predict_file`, with any failure but a broken model turned into a failed :class:`FileResult`.
+
+    The one per-file error handling of a folder run (here and on dask workers,
+    :mod:`rosette_bmz.distributed`): one bad file must not stop the others; its error names
+    the file. A :class:`ModelError` (the model itself is broken) is raised.
+    """
+    f = Path(path)
+    try:
+        r = predict_file(f, predictor, input_kind, out_dir, **kwargs)
+        log.info("%s: %d proposal(s) in %.2f s", f, r.n_proposals, r.seconds)
+        return r
+    except ModelError:
+        raise
+    except Exception as exc:  # one bad file must not stop a folder run
+        return failed_result(f, exc)
+
+
+def failed_result(path: Path, exc: BaseException) -> FileResult:
+    """A failed :class:`FileResult` whose one-line error names ``path`` (user errors keep their message)."""
+    msg = str(exc) if isinstance(exc, InputError) else f"{path}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, (InputError,)) and str(path) not in msg:
+        msg = f"{path}: {msg}"
+    log.debug("failed on %s", path, exc_info=exc)
+    return FileResult(path, False, error=msg)
 
 
 def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model: Any, backend: str = "onnx",
@@ -260,19 +303,9 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
         bar = tqdm(total=len(files), desc="images", unit="image", dynamic_ncols=True, file=sys.stderr)
     try:
         for f in files:
-            try:
-                r = predict_file(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
-                                 threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
-                                 stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size)
-                log.info("%s: %d proposal(s) in %.2f s", f, r.n_proposals, r.seconds)
-            except ModelError:
-                raise
-            except Exception as exc:  # one bad file must not stop a folder run
-                msg = str(exc) if isinstance(exc, InputError) else f"{f}: {type(exc).__name__}: {exc}"
-                if isinstance(exc, (InputError,)) and str(f) not in msg:
-                    msg = f"{f}: {msg}"
-                log.debug("failed on %s", f, exc_info=True)
-                r = FileResult(f, False, error=msg)
+            r = predict_file_safely(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
+                                    threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
+                                    stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size)
             report(r)
             if bar is not None:
                 bar.update(1)
