@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_gui.sh   # Xvfb + the libraries Qt needs: the napari widget tests run on a virtual display
 
 # The committed BioImage Model Zoo package (issue 7) is checked after the tests by its real
 # consumers, each in its own venv under .venvs/ (git-ignored). Only on a full run (no pytest

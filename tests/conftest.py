@@ -27,3 +27,17 @@ def tiny_state():
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _plain_log_records():
+    """Keep logging's own LogRecord for the session.
+
+    napari's pytest plugin (installed with the napari extra) turns every log argument that is not a
+    Python int/float into a string for the whole session, so ``%d`` / ``%.2f`` with a numpy scalar
+    would fail to format in every other test's log messages.
+    """
+    import logging
+
+    logging.setLogRecordFactory(logging.LogRecord)
+    yield

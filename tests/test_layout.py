@@ -180,7 +180,8 @@ def test_wheel_holds_one_package_and_exports_from_outside_the_repo(tmp_path):
     assert tops == {"rosette_bmz"}, tops
     for needed in ("rosette_bmz/export/package_docs/README.md.template", "rosette_bmz/data/rosette_demo.pt",
                    "rosette_bmz/data/sample_outlines.tif", "rosette_bmz/training/configs/published.yaml",
-                   "rosette_bmz/training/configs/finetune.yaml"):
+                   "rosette_bmz/training/configs/finetune.yaml", "rosette_bmz/training/configs/review.yaml",
+                   "rosette_bmz/napari/napari.yaml"):
         assert needed in names, f"{needed} missing from the wheel"
 
     target = tmp_path / "site"

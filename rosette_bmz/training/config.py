@@ -4,7 +4,9 @@ Every field has a docstring (what it means and the published value where there i
 Unknown keys are refused (``extra="forbid"``), so a typo in a YAML file is an error
 rather than a silently ignored setting. ``configs/published.yaml`` (beside this module) is the
 published recipe; ``demo.yaml`` is what the shipped demo weights were trained with and
-``finetune.yaml`` the short schedule for human-in-the-loop fine-tuning.
+``finetune.yaml`` the short schedule for human-in-the-loop fine-tuning; ``review.yaml`` the
+schedule for a review round on 1-8 corrected images (no held-out image, a fixed number of steps,
+the last weights kept).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..errors import ConfigError
 __all__ = ["ConfigError", "ModelConfig", "SynthConfig", "DataConfig", "AugmentConfig", "LossConfig",
            "OptimConfig", "TrainConfig", "load_config", "CONFIG_DIR"]
 
-#: Where the shipped configs live (``published.yaml``, ``demo.yaml``, ``finetune.yaml``).
+#: Where the shipped configs live (``published.yaml``, ``demo.yaml``, ``finetune.yaml``, ``review.yaml``).
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -219,8 +221,15 @@ class OptimConfig(_Strict):
     max_minutes: Optional[float] = Field(None, gt=0)
     """Wall-clock budget: stop after the epoch that crosses it (None = no limit)."""
 
-    best_metric: Literal["val_loss", "val_event_f1"] = "val_loss"
-    """What ``best.pt`` is chosen by: lowest validation loss (published) or highest event F1 at 0.5."""
+    best_metric: Literal["val_loss", "val_event_f1", "last"] = "val_loss"
+    """What ``best.pt`` is chosen by: lowest validation loss (published), highest event F1 at 0.5, or
+    ``last``: the weights after the last epoch (a fixed schedule; with a handful of images there is
+    no independent image to select on, see ``review.yaml``)."""
+
+    validate_every: int = Field(1, ge=0)
+    """Validate every this many epochs and always after the last one; 0 = only after the last.
+    Epochs without validation log no validation metrics and do not count for the plateau
+    scheduler or early stopping."""
 
 
 class TrainConfig(_Strict):

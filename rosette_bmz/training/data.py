@@ -234,8 +234,8 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> 
     order = np.random.default_rng(seed).permutation(n)
     val = [samples[i] for i in sorted(order[:n_val])]
     train = [samples[i] for i in sorted(order[n_val:])]
-    if not val:
-        log.warning("only %d image(s): validating on the training image(s)", n)
+    if not val:   # val_fraction 0 (review.yaml) asks for this; with one image it is the only choice
+        (log.warning if val_fraction > 0 else log.info)("%d image(s): validating on the training image(s)", n)
         val = list(train)
     return train, val
 

@@ -196,6 +196,12 @@ def _write_csv(path: Path, history: list) -> None:
         tmp.write_text(buf.getvalue())
 
 
+def _no_validation() -> dict:
+    """Validation metrics of an epoch that was not validated (``optim.validate_every``)."""
+    nan = float("nan")
+    return {k: nan for k in LOG_COLUMNS if k.startswith("val_")} | {"val_counts": None}
+
+
 def _is_better(metric: str, value: float, best: float | None) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
@@ -205,8 +211,13 @@ def _is_better(metric: str, value: float, best: float | None) -> bool:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Run (or resume) training as configured; returns the run's files and history."""
+          on_epoch: Callable[[dict], None] | None = None,
+          on_step: Callable[[int, int, int, float], None] | None = None) -> TrainResult:
+    """Run (or resume) training as configured; returns the run's files and history.
+
+    ``on_epoch(row)`` is called after each epoch with its log row; ``on_step(epoch, step,
+    steps_per_epoch, loss)`` after each optimisation step (e.g. a progress bar in a GUI).
+    """
     import torch
 
     from ..checkpoint import CheckpointError, build_model, load_state_dict, save_checkpoint
@@ -306,22 +317,31 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             loss.backward()
             opt.step()
             losses.append(float(loss.item()))
+            if on_step is not None:
+                on_step(epoch, len(losses), sampler.n_batches(cfg.optim.batch_size), losses[-1])
             if bar is not None:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if bar is not None:
             bar.close()
-        val = validate(model, val_s, cfg, device)
-        sched.step(val["val_loss"])
+        every = cfg.optim.validate_every
+        validated = epoch == cfg.optim.epochs or (every > 0 and epoch % every == 0)
+        val = validate(model, val_s, cfg, device) if validated else _no_validation()
+        if validated:
+            sched.step(val["val_loss"])
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: v for k, v in val.items()
                                                                           if k != "val_counts"},
                "val_counts": val["val_counts"], "lr": float(opt.param_groups[0]["lr"]),
                "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
-        if best_loss is None or val["val_loss"] < best_loss:
-            best_loss, bad_epochs = val["val_loss"], 0
-        else:
-            bad_epochs += 1
-        if _is_better(cfg.optim.best_metric, val[cfg.optim.best_metric], best_value):
+        if validated:
+            if best_loss is None or val["val_loss"] < best_loss:
+                best_loss, bad_epochs = val["val_loss"], 0
+            else:
+                bad_epochs += 1
+        if cfg.optim.best_metric == "last":
+            best_value, best_epoch = None, epoch
+            save_checkpoint(model, best_path, metadata("best", epoch))
+        elif _is_better(cfg.optim.best_metric, val[cfg.optim.best_metric], best_value):
             best_value, best_epoch = float(val[cfg.optim.best_metric]), epoch
             save_checkpoint(model, best_path, metadata("best", epoch))
         save_checkpoint(model, last_path, metadata("last", epoch))

@@ -1,0 +1,163 @@
+"""The review loop's worth (Cellpose 2.0 fig. 4 style), played by a perfect reviewer.
+
+    nice -n 10 .venv/bin/python benchmarks/review_loop.py [--rounds 2,24,1,4,8] [--quick]
+
+A tissue world the shipped demo weights were not trained on: ``generate(512, seed,
+cell_diameter=16, noise=1.0)`` (smaller cells, twice the segmentation noise; the demo weights
+saw 24 px cells at noise 0.5). The perfect reviewer's corrections are the true masks. For each
+number of corrected images n, one review round (``review.yaml``: the napari widget's
+"Fine-tune") starts from the shipped weights on images 7100..7100+n-1 of that world, and the
+result is scored on 6 held-out images of the world (seeds 7000-7005) and on 4 images of the
+world the shipped weights came from (default generator, seeds 9100-9103: forgetting). The
+"full dataset" line is the same round, the same number of steps (so the same time), on 24
+images. Writes ``benchmarks/results/review_loop.json`` after every round and draws
+``docs/review_loop.png`` (numpy + Pillow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rosette_bmz.metrics import MetricsAccumulator  # noqa: E402
+from rosette_bmz.synth import generate  # noqa: E402
+
+DEMO = ROOT / "rosette_bmz" / "data" / "rosette_demo.pt"
+NEW_WORLD = dict(cell_diameter=16, noise=1.0)
+OLD_WORLD = dict(noise=0.5)
+SIZE = 512
+TEST_SEEDS = range(7000, 7006)
+OLD_SEEDS = range(9100, 9104)
+POOL_SEED = 7100
+RESULTS = ROOT / "benchmarks" / "results" / "review_loop.json"
+FIGURE = ROOT / "docs" / "review_loop.png"
+
+
+def score(model: Path, seeds, world: dict) -> dict:
+    from rosette_bmz.inputs import from_outlines
+    from rosette_bmz.runner import load_predictor, predict
+
+    acc = MetricsAccumulator(threshold=0.5, min_size=10)
+    with load_predictor(model, "torch", threads=2) as pred:
+        for s in seeds:
+            g = generate(SIZE, seed=s, **world)
+            acc.add(predict(from_outlines(g.outlines), pred), g.rosettes, g.meta.get("decoys", []), name=str(s))
+    m = acc.summary()
+    return {"recall": round(float(m["event_recall"]), 4), "precision": round(float(m["event_precision"]), 4),
+            "rosettes": int(m["n_rosettes"]), "proposals": int(m["n_proposals"])}
+
+
+def corrections(folder: Path, n: int) -> Path:
+    """What the widget saves after a perfect review of n images: <name>_outlines.tif + _rosettes.tif."""
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        g = generate(SIZE, seed=POOL_SEED + i, **NEW_WORLD)
+        tifffile.imwrite(folder / f"w{i:02d}_outlines.tif", g.outlines.astype(np.uint8))
+        tifffile.imwrite(folder / f"w{i:02d}_rosettes.tif", g.rosettes.astype(np.uint32))
+    return folder
+
+
+def one_round(n: int, work: Path, quick: bool) -> dict:
+    from rosette_bmz.training.train import resolve_config, train
+
+    corr = corrections(work / f"corr{n}", n)
+    cfg, _ = resolve_config("review", init=str(DEMO), images=str(corr), masks=str(corr), out=str(work / f"run{n}"))
+    cfg.threads = 2
+    if quick:
+        cfg.optim.epochs = 1
+    t0 = time.monotonic()
+    res = train(cfg, progress=False)
+    seconds = time.monotonic() - t0
+    steps = cfg.optim.epochs * -(-cfg.data.samples_per_epoch // cfg.optim.batch_size)
+    return {"n_images": n, "seconds": round(seconds, 1), "steps": steps, "epochs": res.epochs_run,
+            "new_world": score(res.best, TEST_SEEDS, NEW_WORLD), "old_world": score(res.best, OLD_SEEDS, OLD_WORLD)}
+
+
+def draw(results: dict, path: Path) -> None:
+    """Recall and precision on the new world against the number of corrected images."""
+    from PIL import Image, ImageDraw
+
+    W, H, L, R, T, B = 760, 420, 70, 200, 30, 60
+    im = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(im)
+    rounds = sorted((r for r in results["rounds"] if r["n_images"] <= 8), key=lambda r: r["n_images"])
+    full = next((r for r in results["rounds"] if r["n_images"] > 8), None)
+    xs = [1, 2, 4, 8]
+    px = lambda n: L + (np.log2(n) / 3) * (W - L - R)                       # noqa: E731
+    py = lambda v: T + (1 - v) * (H - T - B)                               # noqa: E731
+    for v in np.linspace(0, 1, 6):
+        d.line([(L, py(v)), (W - R, py(v))], fill=(225, 225, 225))
+        d.text((L - 35, py(v) - 6), f"{v:.1f}", fill="black")
+    for n in xs:
+        d.text((px(n) - 3, H - B + 8), str(n), fill="black")
+    d.text((L + 80, H - B + 28), "corrected images (perfect reviewer)", fill="black")
+    d.line([(L, T), (L, H - B), (W - R, H - B)], fill="black")
+    colors = {"recall": (31, 119, 180), "precision": (214, 39, 40)}
+    base = results["shipped"]["new_world"]
+    for k, c in colors.items():
+        d.line([(L, py(base[k])), (W - R, py(base[k]))], fill=c, width=1)      # shipped weights: thin
+        if full:
+            y = py(full["new_world"][k])
+            for x0 in range(L, W - R, 12):                                       # full dataset: dashed
+                d.line([(x0, y), (min(x0 + 6, W - R), y)], fill=c, width=2)
+        pts = [(px(r["n_images"]), py(r["new_world"][k])) for r in rounds]
+        if len(pts) > 1:
+            d.line(pts, fill=c, width=3)
+        for x, y in pts:
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=c)
+    ly = T + 10
+    for k, c in colors.items():
+        d.line([(W - R + 15, ly + 6), (W - R + 45, ly + 6)], fill=c, width=3)
+        d.text((W - R + 50, ly), f"{k}, review round", fill="black")
+        d.line([(W - R + 15, ly + 26), (W - R + 45, ly + 26)], fill=c, width=1)
+        d.text((W - R + 50, ly + 20), f"{k}, shipped", fill="black")
+        if full:
+            d.line([(W - R + 15, ly + 46), (W - R + 22, ly + 46)], fill=c, width=2)
+            d.line([(W - R + 30, ly + 46), (W - R + 37, ly + 46)], fill=c, width=2)
+            d.text((W - R + 50, ly + 40), f"{k}, {full['n_images']} images", fill="black")
+        ly += 70
+    d.text((L, 8), "new tissue world (16 px cells, noise 1.0): event recall / precision on 6 held-out images",
+           fill="black")
+    im.save(path, optimize=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", default="2,24,1,4,8", help="numbers of corrected images, in run order")
+    ap.add_argument("--quick", action="store_true", help="one epoch per round (smoke run)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--figure", type=Path, default=FIGURE)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared",
+               "world": NEW_WORLD, "size": SIZE, "config": "review.yaml", "init": DEMO.name,
+               "shipped": {"new_world": score(DEMO, TEST_SEEDS, NEW_WORLD),
+                           "old_world": score(DEMO, OLD_SEEDS, OLD_WORLD)},
+               "rounds": []}
+    print("shipped", results["shipped"], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(v) for v in args.rounds.split(",")]:
+            r = one_round(n, Path(tmp), args.quick)
+            results["rounds"].append(r)
+            print(json.dumps(r), flush=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+            draw(results, args.figure)
+
+
+if __name__ == "__main__":
+    main()
