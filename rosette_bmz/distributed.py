@@ -69,12 +69,11 @@ from .files import atomic_paths, temp_name
 from .inputs import check_size, check_values, is_zarr, open_zarr, squeeze
 from .proposals import write_csv
 from .runner.engine import Predictor, load_predictor, predict_source
-from .runner.images import (STREAM_PIXELS, FileResult, collect_inputs, failed_result, image_stem, open_lazy,
+from .runner.images import (STREAM_PIXELS, FileResult, FolderRun, failed_result, image_stem, open_lazy,
                             predict_file_safely)
 from .runner.models import default_threads
 from .runner.sources import ArraySource, RawSource
 from .runner.tiling import ACTIVATION_BUDGET
-from .summary import SUMMARY_CSV, find_image_summaries, read_image_summary, write_summary_csv
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +90,13 @@ _PYRAMID_MIN_SIDE = 1024
 
 
 # ----------------------------------------------------------------------------- the cluster
+
+def _check_args(input_kind: str, chunk: int) -> None:
+    if input_kind not in INPUT_KINDS:
+        raise InputError(f"unknown input kind {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    if chunk % DIVISOR or chunk < 64:
+        raise InputError(f"chunk {chunk}: must be a multiple of {DIVISOR} and at least 64")
+
 def _dask():
     try:
         import distributed
@@ -628,10 +634,7 @@ def predict_image_dask(path: str | os.PathLike, model: Any, dask: Any = "local",
     ``<stem>_rosettes.csv``. Errors are raised (a :class:`~rosette_bmz.errors.RosetteError`
     for what a user can fix).
     """
-    if input_kind not in INPUT_KINDS:
-        raise InputError(f"unknown input kind {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
-    if chunk % DIVISOR or chunk < 64:
-        raise InputError(f"chunk {chunk}: must be a multiple of {DIVISOR} and at least 64")
+    _check_args(input_kind, chunk)
     path, out = Path(path), Path(out_dir)
     if not (path.is_file() or is_zarr(path)):
         raise InputError(f"{path}: no such file")
@@ -679,29 +682,10 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
     model (:class:`~rosette_bmz.errors.ModelError`) stops the run. Returns one result per
     input, in order.
     """
-    if input_kind not in INPUT_KINDS:
-        raise InputError(f"unknown input kind {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
-    if chunk % DIVISOR or chunk < 64:
-        raise InputError(f"chunk {chunk}: must be a multiple of {DIVISOR} and at least 64")
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output folder {out}: exists and is not a folder")
-    new_out = not out.exists()
-    files, failed = collect_inputs(inputs, out_dir)
+    _check_args(input_kind, chunk)
+    run = FolderRun(inputs, out_dir, on_result)
+    files, failed, out, report = run.files, run.failed, run.out, run.report
     done: dict[Path, FileResult] = {}
-    results: list[FileResult] = []
-
-    def report(r: FileResult) -> None:
-        results.append(r)
-        if on_result:
-            on_result(r)
-        elif not r.ok:
-            log.error("%s", r.error)
-
-    for r in failed:
-        report(r)
     large = [f for f in files if _pixels(f, input_kind) > stream_pixels]
     small = [f for f in files if f not in large]
     if large and mode != "halo":
@@ -761,8 +745,6 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
     finally:
         if out.is_dir():
             _remove_orphans(out, [FileResult(f, False) for f in files])
-        if new_out and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-    if any(r.ok and r.summary for r in results):   # every image summary in the folder, earlier runs too
-        write_summary_csv(out / SUMMARY_CSV, [read_image_summary(p) for p in find_image_summaries(out)])
+        run.close()
+    run.finish()
     return list(failed) + [done[f] for f in files]

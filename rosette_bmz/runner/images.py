@@ -39,8 +39,8 @@ from .tiling import ACTIVATION_BUDGET
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileResult", "collect_inputs", "open_lazy", "predict_file", "predict_file_safely", "failed_result",
-           "predict_files", "image_stem", "STREAM_PIXELS", "OUTPUT_SUFFIXES"]
+__all__ = ["FileResult", "FolderRun", "collect_inputs", "open_lazy", "predict_file", "predict_file_safely",
+           "failed_result", "predict_files", "image_stem", "STREAM_PIXELS", "OUTPUT_SUFFIXES"]
 
 #: Images with more pixels than this are streamed from disk (memory O(tile)).
 STREAM_PIXELS = 4096 * 4096
@@ -259,6 +259,46 @@ def failed_result(path: Path, exc: BaseException) -> FileResult:
     return FileResult(path, False, error=msg)
 
 
+class FolderRun:
+    """The bookkeeping every run over files shares (single process or dask).
+
+    Checks the output folder up front (:class:`OutputError` if it is a file), expands the
+    inputs (:func:`collect_inputs`), reports each result once (to ``on_result``, else failures
+    to the log), removes the output folder again if it was new and stayed empty (:meth:`close`),
+    and writes the folder's ``summary.csv`` from every ``*_summary.json`` in it (:meth:`finish`).
+    """
+
+    def __init__(self, inputs: Iterable[str | os.PathLike] | str | os.PathLike, out_dir: str | os.PathLike,
+                 on_result: Callable[[FileResult], None] | None = None) -> None:
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        self.out = Path(out_dir)
+        if self.out.exists() and not self.out.is_dir():
+            raise OutputError(f"output folder {self.out}: exists and is not a folder")
+        self.new_out = not self.out.exists()
+        self.files, self.failed = collect_inputs(inputs, out_dir)
+        self.results: list[FileResult] = []
+        self.on_result = on_result
+        for r in self.failed:
+            self.report(r)
+
+    def report(self, r: FileResult) -> None:
+        self.results.append(r)
+        if self.on_result:
+            self.on_result(r)
+        elif not r.ok:
+            log.error("%s", r.error)
+
+    def close(self) -> None:
+        if self.new_out and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
+
+    def finish(self) -> list[FileResult]:
+        if any(r.ok and r.summary for r in self.results):   # every summary in the folder, earlier runs too
+            write_summary_csv(self.out / SUMMARY_CSV, [read_image_summary(p) for p in find_image_summaries(self.out)])
+        return self.results
+
+
 def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model: Any, backend: str = "onnx",
                   input_kind: str = "outlines", out_dir: str | os.PathLike = "predictions", *, mode: str = "halo",
                   tile: int | None = None, batch: int | None = None, threads: int | None = None,
@@ -276,24 +316,8 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
     With ``quantities``, ``out_dir/summary.csv`` gets one row per ``*_summary.json`` in ``out_dir``.
     Returns one result per input file, in order.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output folder {out}: exists and is not a folder")
-    new_out = not out.exists()
-    files, failed = collect_inputs(inputs, out_dir)
-    results: list[FileResult] = []
-
-    def report(r: FileResult) -> None:
-        results.append(r)
-        if on_result:
-            on_result(r)
-        elif not r.ok:
-            log.error("%s", r.error)
-
-    for r in failed:
-        report(r)
+    run = FolderRun(inputs, out_dir, on_result)
+    files, report = run.files, run.report
     owned = not isinstance(model, Predictor)
     predictor = load_predictor(model, backend, threads) if owned else model
     bar = None
@@ -314,8 +338,5 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
             bar.close()
         if owned:
             predictor.close()
-        if new_out and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-    if any(r.ok and r.summary for r in results):   # every image summary in the folder, earlier runs too
-        write_summary_csv(out / SUMMARY_CSV, [read_image_summary(p) for p in find_image_summaries(out)])
-    return results
+        run.close()
+    return run.finish()
