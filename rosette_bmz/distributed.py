@@ -718,30 +718,18 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                     r = failed_result(f, exc)
                 done[f] = r
                 report(r)
-            bar = None
-            if progress and len(futures) > 1:
-                import sys
-
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=len(futures), desc="images", unit="image", dynamic_ncols=True, file=sys.stderr)
-            try:
-                for fut in as_completed(list(futures)):
-                    try:
-                        r = fut.result()
-                    except ModelError:
-                        for other in futures:
-                            other.cancel()
-                        raise
-                    except Exception as exc:  # the task itself failed (e.g. its worker died too often)
-                        r = failed_result(futures[fut], exc)
-                    done[futures[fut]] = r
-                    report(r)
-                    if bar is not None:
-                        bar.update(1)
-            finally:
-                if bar is not None:
-                    bar.close()
+            run.show_progress(progress, len(futures))
+            for fut in as_completed(list(futures)):
+                try:
+                    r = fut.result()
+                except ModelError:
+                    for other in futures:
+                        other.cancel()
+                    raise
+                except Exception as exc:  # the task itself failed (e.g. its worker died too often)
+                    r = failed_result(futures[fut], exc)
+                done[futures[fut]] = r
+                report(r, tick=True)
     finally:
         if out.is_dir():
             _remove_orphans(out, [FileResult(f, False) for f in files])

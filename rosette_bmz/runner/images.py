@@ -279,17 +279,32 @@ class FolderRun:
         self.files, self.failed = collect_inputs(inputs, out_dir)
         self.results: list[FileResult] = []
         self.on_result = on_result
+        self.bar: Any = None
         for r in self.failed:
             self.report(r)
 
-    def report(self, r: FileResult) -> None:
+    def show_progress(self, enabled: bool, total: int) -> None:
+        """A progress bar over ``total`` images (only when ``enabled`` and there is more than one)."""
+        if enabled and total > 1:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="images", unit="image", dynamic_ncols=True, file=sys.stderr)
+
+    def report(self, r: FileResult, tick: bool = False) -> None:
+        """Record ``r`` and report it once; ``tick`` advances the progress bar."""
         self.results.append(r)
         if self.on_result:
             self.on_result(r)
         elif not r.ok:
             log.error("%s", r.error)
+        if tick and self.bar is not None:
+            self.bar.update(1)
 
     def close(self) -> None:
+        """Close the progress bar; remove the output folder if this run made it and it stayed empty."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         if self.new_out and self.out.is_dir() and not any(self.out.iterdir()):
             self.out.rmdir()
 
@@ -320,22 +335,14 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
     files, report = run.files, run.report
     owned = not isinstance(model, Predictor)
     predictor = load_predictor(model, backend, threads) if owned else model
-    bar = None
-    if progress and len(files) > 1:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(files), desc="images", unit="image", dynamic_ncols=True, file=sys.stderr)
+    run.show_progress(progress, len(files))
     try:
         for f in files:
             r = predict_file_safely(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
                                     threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
                                     stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size)
-            report(r)
-            if bar is not None:
-                bar.update(1)
+            report(r, tick=True)
     finally:
-        if bar is not None:
-            bar.close()
         if owned:
             predictor.close()
         run.close()
