@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from rosette_bmz import baseline as B
 from rosette_bmz import metrics as M
@@ -190,3 +191,32 @@ def test_small_cells_rule():
     assert B._small_cells(one, area, 0.56).size == 0          # only 1 neighbour (< 3): a hole, not a cell in a ring
     ring = pinwheel(6, hole=5)
     assert B._small_cells(ring, np.bincount(ring.ravel()), 0.56).tolist() == [7]
+
+
+def test_grow_cells_matches_skimage_expand_labels():
+    """grow_cells (one EDT with indices) gives exactly skimage's expand_labels, background kept 0."""
+    from skimage.segmentation import expand_labels
+
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        lab = rng.integers(0, 5, (h, w)) * (rng.random((h, w)) < rng.random())
+        grow = float(rng.choice([0, 1, 2.5, 3, 100]))
+        bg = rng.random((h, w)) < 0.1 if t % 2 else None
+        ref = expand_labels(lab, distance=grow) if grow > 0 else lab.copy()
+        if bg is not None:
+            ref[bg] = 0
+        out, dist = B.grow_cells(lab, grow, bg, return_distance=True)
+        assert np.array_equal(out, ref.astype(np.int32)), (t, grow)
+        if (lab > 0).any():
+            assert np.allclose(dist, ndimage.distance_transform_edt(lab == 0))
+
+
+def test_dilate_points_matches_binary_dilation():
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        mask = rng.random((h, w)) < rng.choice([0.001, 0.02, 0.5])   # sparse, and dense (scipy path)
+        for radius in (1.5, 2, 5):
+            disk = B._disk(radius)
+            assert np.array_equal(B._dilate_points(mask, disk), ndimage.binary_dilation(mask, structure=disk))

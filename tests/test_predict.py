@@ -489,3 +489,15 @@ def test_halo_tiles_equal_whole_image_at_the_published_width(synth_images):
         assert len(halo_plan(256, 240, pred.context).starts) == 2
         got = predict(x, pred, tile=240)                   # 256^2 -> 2 x 2 tiles of 240
     assert np.abs(got - _whole(model, x)).max() < 1e-5
+
+
+def test_prefetch_imports_loads_what_proposals_need_in_a_thread():
+    import subprocess
+    import sys
+
+    code = ("import sys; from rosette_bmz.runner.images import prefetch_imports; "
+            "assert 'scipy.ndimage' not in sys.modules; t = prefetch_imports(quantities=True); t.join(60); "
+            "assert not t.is_alive(); missing = [m for m in ('scipy.ndimage', 'skimage.morphology', 'scipy.spatial') "
+            "if m not in sys.modules]; assert not missing, missing; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,35 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
         scratch.unlink(missing_ok=True)
 
 
+#: What the steps after the network import (proposals; quantities), fetched in the background.
+_AFTER_NETWORK = ("scipy.ndimage",)
+_AFTER_NETWORK_QUANTITIES = ("skimage.morphology", "scipy.spatial", "scipy.sparse.csgraph")
+
+
+def prefetch_imports(quantities: bool = True) -> threading.Thread:
+    """Import what proposals (and quantities) need in a background thread, while the network runs.
+
+    scipy's import costs a few tenths of a second of one core before the first pixel is
+    labelled; onnxruntime and torch release the GIL while they compute, so the import overlaps
+    the first image's inference instead of following it. Call it after the model is loaded
+    (its imports are done by then; concurrent imports of one module only wait on each other).
+    """
+    import importlib
+
+    names = _AFTER_NETWORK + (_AFTER_NETWORK_QUANTITIES if quantities else ())
+
+    def fetch() -> None:
+        for n in names:
+            try:
+                importlib.import_module(n)
+            except Exception:  # pragma: no cover - the real import later reports the problem
+                log.debug("prefetch of %s failed", n, exc_info=True)
+
+    t = threading.Thread(target=fetch, name="rosette-bmz-prefetch", daemon=True)
+    t.start()
+    return t
+
+
 def predict_file_safely(path: str | os.PathLike, predictor: Predictor, input_kind: str, out_dir: str | os.PathLike,
                         **kwargs: Any) -> FileResult:
     """:func:`predict_file`, with any failure but a broken model turned into a failed :class:`FileResult`.
@@ -335,6 +365,8 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
     files, report = run.files, run.report
     owned = not isinstance(model, Predictor)
     predictor = load_predictor(model, backend, threads) if owned else model
+    if files:
+        prefetch_imports(quantities)
     run.show_progress(progress, len(files))
     try:
         for f in files:
