@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .constants import BACKENDS, DASK_CHUNK, EVAL_TRUTHS, INPUT_KINDS, PAD_MODES
+from .constants import BACKENDS, DASK_CHUNK, EVAL_TRUTHS, INPUT_KINDS, PAD_MODES, PRECISIONS
 from .errors import RosetteError
 from .summary import GROUPINGS
 
@@ -102,7 +102,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg, resume = resolve_config(args.config, init=args.init, out=args.out, resume=args.resume, epochs=args.epochs,
                                  max_minutes=args.max_minutes, seed=args.seed, device=args.device,
                                  images=args.images, masks=args.masks, synth_dir=args.synth_dir,
-                                 input_kind=args.input_kind)
+                                 input_kind=args.input_kind, precision=args.precision)
     cols = ("train_loss", "val_loss", "val_dice", "val_event_recall", "val_event_precision", "val_decoy_hit_rate")
 
     def show(row: dict) -> None:
@@ -217,6 +217,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops after that epoch")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="training arithmetic: fp32, bf16 (about 1.7x faster where the CPU has native bf16) or "
+                        "auto (bf16 where native); default from the config")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="write a BioImage Model Zoo package (rdf.yaml + model_package/)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
-           "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS"]
+           "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "PRECISIONS"]
 
 #: Height and width of a network input must be multiples of this (four 2x poolings).
 DIVISOR = 16
@@ -92,3 +92,6 @@ TISSUE_FREE_SHAPES: tuple[str, ...] = ("blobs", "disc")
 #: Where ``rosette-bmz evaluate`` takes the ground truth from: the ``<name>_rosettes.tif``
 #: annotations, or the rosette definition applied to each ``<name>_labels.tif``.
 EVAL_TRUTHS: tuple[str, ...] = ("files", "labels")
+
+#: Training arithmetic (``optim.precision`` of a training config, ``rosette-bmz train --precision``).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")

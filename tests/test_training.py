@@ -392,3 +392,94 @@ def test_finetune_from_checkpoint_lowers_the_loss_and_changes_the_weights(tmp_pa
     assert after < 0.95 * before, (before, after)
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+# ----------------------------------------------------------------------------- forgetting guards, precision
+def test_replay_world_is_read_off_the_init_weights_sidecar(tmp_path):
+    from rosette_bmz.training.config import ReplayConfig
+    from rosette_bmz.training.data import replay_world
+
+    auto = ReplayConfig(fraction=0.5)
+    assert replay_world(ReplayConfig(fraction=0.5, world="noise1"), None) == "noise1"
+    assert replay_world(auto, None) == "train"                        # nothing known: the training world
+    w = tmp_path / "w.pt"
+    assert replay_world(auto, w) == "train"                           # no sidecar
+    (tmp_path / "w.json").write_text(json.dumps({"training_config": {"data": {"source": "synth",
+                                                                               "synth": {"world": "poisson"}}}}))
+    assert replay_world(auto, w) == "poisson"
+    (tmp_path / "w.json").write_text(json.dumps({"training_config": {"data": {"source": "synth_dir",
+                                                                               "synth": {"world": None}}}}))
+    assert replay_world(auto, w) == "default"                         # the generator's fixed default
+    (tmp_path / "w.json").write_text("{not json")
+    assert replay_world(auto, w) == "train"
+    with pytest.raises(ValueError, match="unknown world"):
+        ReplayConfig(world="nowhere")
+
+
+def test_sampler_draws_the_replay_fraction_from_replay_images():
+    from rosette_bmz.training.data import replay_samples
+
+    cfg = load_config(None, {"data.crop_size": 64, "data.replay.fraction": 0.25, "data.replay.n_images": 2,
+                             "data.replay.size": 96, "data.replay.world": "default", "augment.enabled": False})
+    replay = replay_samples(cfg.data.replay, None)
+    assert len(replay) == 2 and all(s.name.startswith("replay_default_") and s.shape == (96, 96) for s in replay)
+    assert replay_samples(cfg.data.replay.model_copy(update={"fraction": 0.0}), None) == []
+    own = [_sample(96, seed=0)]
+    sampler = CropSampler(own, cfg.data, cfg.augment, seed=1, replay=replay)
+    picked = []
+    orig = sample_crop
+
+    def spy(sample, *a, **k):
+        picked.append(sample.name)
+        return orig(sample, *a, **k)
+
+    import rosette_bmz.training.data as D
+    D.sample_crop, saved = spy, D.sample_crop
+    try:
+        rng = np.random.default_rng(0)
+        for _ in range(400):
+            sampler.crop(rng)
+    finally:
+        D.sample_crop = saved
+    frac = np.mean([n.startswith("replay_") for n in picked])
+    assert 0.18 < frac < 0.32, frac
+
+
+def test_l2sp_holds_weights_near_init_and_needs_init(tmp_path, tiny_state):
+    from rosette_bmz.checkpoint import load_checkpoint
+    from rosette_bmz.training.train import train
+
+    init = tmp_path / "init.pt"
+    torch.save(tiny_state, init)
+    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
+    base = {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.enabled": False,
+            "optim.lr": 3e-3, "optim.epochs": 3, "model.init": str(init)}
+
+    def drift(l2sp: float, out: str) -> float:
+        res = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / out), "optim.l2sp": l2sp}),
+                    progress=False)
+        sd = load_checkpoint(res.last).model.state_dict()
+        return sum(float(((sd[k] - tiny_state[k]) ** 2).sum()) for k in tiny_state if sd[k].dtype.is_floating_point
+                   and "running" not in k)
+
+    assert drift(1.0, "held") < 0.5 * drift(0.0, "free")
+    with pytest.raises(ConfigError, match="model.init"):
+        train(load_config(_tiny_config(tmp_path), {**base, "model.init": None, "out": str(tmp_path / "x"),
+                                                   "optim.l2sp": 0.1}), progress=False)
+
+
+def test_bf16_training_runs_and_saves_fp32_weights(tmp_path):
+    from rosette_bmz.checkpoint import load_checkpoint
+    from rosette_bmz.training.train import resolve_precision, train
+
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
+    res = train(load_config(_tiny_config(tmp_path), {"data.images": str(img_dir), "data.masks": str(mask_dir),
+                                                     "optim.precision": "bf16", "out": str(tmp_path / "bf")}),
+                progress=False)
+    assert all(math.isfinite(r["train_loss"]) for r in res.history)
+    sd = load_checkpoint(res.last).model.state_dict()
+    assert all(v.dtype == torch.float32 for v in sd.values() if v.dtype.is_floating_point)
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(_tiny_config(tmp_path), {"optim.precision": "fp16"})

@@ -26,12 +26,12 @@ from ..constants import DEFAULT_DECOY_RADIUS, IMAGE_SUFFIXES
 from ..inputs import from_channels, from_labels, from_outlines, read_image
 
 from ..errors import TrainingDataError
-from .config import AugmentConfig, DataConfig
+from .config import AugmentConfig, DataConfig, ReplayConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainingDataError", "Sample", "load_samples", "match_pairs", "split_samples", "sample_crop",
-           "choose_crop_kind",
+           "choose_crop_kind", "replay_world", "replay_samples",
            "build_augmentation", "CropSampler", "to_input", "IMAGE_SUFFIXES"]
 
 _MASK_SUFFIXES = ("_rosettes", "_rosette", "_mask", "_masks")
@@ -223,6 +223,43 @@ def load_samples(cfg: DataConfig) -> list[Sample]:
     return _load_folder(cfg.images, cfg.masks, cfg.input_kind)
 
 
+def replay_world(replay: ReplayConfig, init: str | os.PathLike | None) -> str:
+    """The world replay images come from: ``replay.world``, or for ``auto`` the world the ``init``
+    weights were trained on (their sidecar's ``training_config.data``), else ``train``."""
+    import json
+
+    from ..checkpoint import sidecar_path
+
+    if replay.world != "auto":
+        return replay.world
+    if init is None:
+        return "train"
+    try:
+        data = json.loads(sidecar_path(init).read_text())["training_config"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "train"
+    world = (data.get("synth") or {}).get("world")
+    if data.get("source") in ("synth", "synth_dir") and world is None:
+        return "default"     # the generator's fixed default setting (noise 0.5, 24 px cells)
+    return world if isinstance(world, str) else "train"
+
+
+def replay_samples(replay: ReplayConfig, init: str | os.PathLike | None) -> list[Sample]:
+    """``replay.n_images`` synthetic images of :func:`replay_world` (none when replay is off)."""
+    from ..synth import generate_world
+
+    if replay.fraction <= 0:
+        return []
+    world = replay_world(replay, init)
+    log.info("replay: %d images of the %r world, %.0f %% of the crops", replay.n_images, world,
+             100 * replay.fraction)
+    out = []
+    for i in range(replay.n_images):
+        img = generate_world(replay.size, replay.seed + i, world)
+        out.append(_synth_sample(f"replay_{world}_seed{replay.seed + i}", img.outlines, img.rosettes, img.meta))
+    return out
+
+
 def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Split by image (published: 80/20). With one image, validation reuses it (logged)."""
     n = len(samples)
@@ -319,18 +356,26 @@ def build_augmentation(cfg: AugmentConfig, crop_size: int, seed: int | None = No
 class CropSampler:
     """Draws ``samples_per_epoch`` augmented crops per epoch, deterministic per (seed, epoch)."""
 
-    def __init__(self, samples: Sequence[Sample], data: DataConfig, augment: AugmentConfig, seed: int = 0):
+    def __init__(self, samples: Sequence[Sample], data: DataConfig, augment: AugmentConfig, seed: int = 0,
+                 replay: Sequence[Sample] = ()):
         if not samples:
             raise TrainingDataError("no training images")
         self.samples = list(samples)
+        self.replay = list(replay)
         self.data = data
         self.seed = seed
         self.augment = build_augmentation(augment, data.crop_size, seed)
 
     def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-        """One (2, S, S) float32 input, (S, S) uint8 mask and the crop kind."""
+        """One (2, S, S) float32 input, (S, S) uint8 mask and the crop kind.
+
+        With replay images, a ``data.replay.fraction`` of the crops comes from them.
+        """
         d = self.data
-        sample = self.samples[int(rng.integers(len(self.samples)))]
+        pool = self.samples
+        if self.replay and rng.random() < d.replay.fraction:
+            pool = self.replay
+        sample = pool[int(rng.integers(len(pool)))]
         kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction)
         img, msk, _ = sample_crop(sample, d.crop_size, rng, kind)
         if self.augment is not None:

@@ -39,7 +39,8 @@ from ..constants import DEFAULT_HALO, DIVISOR
 from ..files import atomic_path
 
 from .config import ConfigError, TrainConfig, load_config
-from .data import CropSampler, Sample, TrainingDataError, load_samples, split_samples, to_input
+from .data import (CropSampler, Sample, TrainingDataError, load_samples, replay_samples, replay_world,
+                   split_samples, to_input)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,33 @@ def load_init_state(path: str | os.PathLike):
             raise CheckpointError(f"--init: {exc} (give a checkpoint, or a model rdf.yaml with "
                                   "weights.pytorch_state_dict)") from None
     return load_state_dict(p)
+
+
+def resolve_precision(precision: str, device) -> str:
+    """``fp32`` or ``bf16`` for ``optim.precision`` on ``device`` (``auto``: bf16 where it is native)."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        try:
+            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            native = False
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+            native = native and (" avx512_bf16" in flags or " amx_bf16" in flags)
+        except OSError:
+            pass
+        return "bf16" if native else "fp32"
+    return "fp32"
+
+
+def _fp32_logits(model) -> None:
+    """Cast the final conv's output to fp32, so the sigmoid (and the loss) never see bf16."""
+    model.final[0].register_forward_hook(lambda _mod, _inp, out: out.float())
 
 
 # ----------------------------------------------------------------------------- validation
@@ -240,7 +268,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     data_desc = _describe(train_s, val_s, cfg)
     log.info("data: %d train / %d val images (%d / %d rosettes)", len(train_s), len(val_s),
              data_desc["train_rosettes"], data_desc["val_rosettes"])
-    sampler = CropSampler(train_s, cfg.data, cfg.augment, seed=cfg.seed)
+    replay = replay_samples(cfg.data.replay, cfg.model.init)
+    if replay:
+        data_desc["replay"] = {"world": replay_world(cfg.data.replay, cfg.model.init), "images": len(replay),
+                               "fraction": cfg.data.replay.fraction}
+    sampler = CropSampler(train_s, cfg.data, cfg.augment, seed=cfg.seed, replay=replay)
 
     torch.manual_seed(cfg.seed)
     init_desc = None
@@ -257,6 +289,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     kwargs = {"in_channels": model.in_channels, "out_channels": model.out_channels,
               "base_channels": model.base_channels}
     model.to(device).train()
+    cpu = device.type == "cpu"
+    if cpu:   # oneDNN's fast convolutions want NHWC
+        model.to(memory_format=torch.channels_last)
+    precision = resolve_precision(cfg.optim.precision, device)
+    if precision == "bf16":
+        _fp32_logits(model)
+    log.info("training precision %s%s", precision, ", channels-last" if cpu else "")
+    anchor = None
+    if cfg.optim.l2sp > 0:   # L2-SP: hold the weights near the --init weights
+        if not cfg.model.init:
+            raise ConfigError("optim.l2sp needs model.init (the weights to hold the model near)")
+        start = build_model(load_init_state(cfg.model.init), f"--init {cfg.model.init}") if resume else model
+        anchor = [p.detach().clone().to(device) for p in start.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.optim.plateau_factor,
                                                        patience=cfg.optim.plateau_patience)
@@ -309,9 +354,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             batches = bar
         for xb, yb in batches:
             x = torch.from_numpy(xb).to(device)
+            if cpu:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(yb).to(device)
             opt.zero_grad(set_to_none=True)
-            loss, _, _ = rosette_loss(model(x), y, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.smooth)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                prob = model(x)
+            loss, _, _ = rosette_loss(prob, y, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.smooth)
+            if anchor is not None:
+                loss = loss + cfg.optim.l2sp * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}: training loss is {loss.item()}; lower optim.lr")
             loss.backward()
@@ -371,7 +422,7 @@ def resolve_config(config: str | os.PathLike | None = None, *, init: str | None 
                    resume: bool = False, epochs: int | None = None, max_minutes: float | None = None,
                    seed: int | None = None, device: str | None = None, images: str | None = None,
                    masks: str | None = None, synth_dir: str | None = None,
-                   input_kind: str | None = None) -> tuple[TrainConfig, bool]:
+                   input_kind: str | None = None, precision: str | None = None) -> tuple[TrainConfig, bool]:
     """The run's TrainConfig: a config file (default ``finetune`` with ``init``, else ``published``)
     with these settings on top; ``resume`` without a config continues with the run's saved config."""
     if config is None:
@@ -385,10 +436,12 @@ def resolve_config(config: str | os.PathLike | None = None, *, init: str | None 
                         cfg.optim.epochs = epochs
                     if max_minutes:
                         cfg.optim.max_minutes = max_minutes
+                    if precision:
+                        cfg.optim.precision = precision
                     return cfg, True
         config = "finetune.yaml" if init else "published.yaml"
     overrides = {"model.init": init, "out": out, "optim.epochs": epochs, "optim.max_minutes": max_minutes,
-                 "seed": seed}
+                 "seed": seed, "optim.precision": precision}
     if device and device != "auto":
         overrides["device"] = device
     if images or masks:
