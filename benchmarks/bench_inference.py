@@ -40,6 +40,7 @@ On the same package and the same input, in one run:
   same work, and with its default per-proposal k / kind and per-image summary), interleaved in
   a rotated order, with each process's peak RSS (``os.wait4``); and the start-up of
   ``rosette-bmz predict`` before the model loads (a process importing what it imports by then);
+* ``find_proposals`` on 2048^2 and 8192^2 probability maps;
 * peak RSS of ``rosette-bmz predict`` on an 8192^2 outline image streamed from disk (a child
   process; ``ru_maxrss``).
 
@@ -439,6 +440,33 @@ def bench_startup(rounds: int = 7) -> dict:
             "seconds_median": statistics.median(t["startup"]), "bare_python_median": statistics.median(t["bare_python"])}
 
 
+def bench_proposals(sizes: tuple[int, ...] = (2048, 8192), rounds: int = 3, seed: int = 0) -> dict:
+    """Seconds of ``find_proposals`` (threshold, one 8-connected label, bincounts) on size^2 maps.
+
+    The map: blurred noise scaled so that about 1 % of the pixels lie above 0.5 in blobs of
+    tens of pixels (like a real probability map); scipy is imported before timing.
+    """
+    from scipy import ndimage
+
+    from rosette_bmz.proposals import find_proposals
+
+    out = {}
+    for size in sizes:
+        rng = np.random.default_rng(seed)
+        prob = ndimage.gaussian_filter(rng.random((size, size), dtype=np.float32), 3)
+        lo, hi = np.percentile(prob[:1024, :1024], [50, 99])
+        prob = np.clip(0.5 * (prob - lo) / (hi - lo), 0, 1).astype(np.float32)
+        t = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            _, rows = find_proposals(prob)
+            t.append(time.perf_counter() - t0)
+        out[str(size)] = {"seconds_median": statistics.median(t), "seconds": t, "proposals": len(rows)}
+        print(f"  find_proposals {size}^2: {statistics.median(t):.3f} s, {len(rows)} proposals", flush=True)
+        del prob
+    return out
+
+
 def bench_streaming_rss(rdf: Path, size: int, tmp: Path, seed: int) -> dict:
     """Peak RSS of ``rosette-bmz predict`` on a size^2 outline NPY (streamed when > 4096^2)."""
     from rosette_bmz.synth import generate
@@ -554,6 +582,12 @@ def markdown(res: dict) -> str:
     if su:
         lines += [f"Start-up before the model loads (`{su['command']}`, median of {len(su['seconds'])}): "
                   f"**{su['seconds_median']:.3f} s** (a bare `python -c pass`: {su['bare_python_median']:.3f} s).", ""]
+    pp = res.get("proposals")
+    if pp:
+        lines += ["`find_proposals` (threshold, one 8-connected `ndimage.label`, areas / centroids / scores by "
+                  "`bincount`; scipy already imported), median of 3: " +
+                  ", ".join(f"{k}^2 **{v['seconds_median']:.3f} s** ({v['proposals']} proposals)" for k, v in pp.items())
+                  + ".", ""]
     st = res.get("streaming")
     if st:
         how = "streamed from disk" if st["streamed"] else "NOT streamed (<= 4096^2: read whole)"
@@ -678,6 +712,7 @@ def main(argv=None) -> int:
             res["models"]["full_width"]["parameters"] = n_params
             res["models"]["full_width"]["source"] = "tests/reference.py recipe_state_dict() exported with run_test=False"
         res["startup"] = bench_startup(3 if q else 7)
+        res["proposals"] = bench_proposals((1024,) if q else (2048, 8192))
         res["processes"] = bench_processes(demo_rdf, 1024 if q else 2048, rounds_proc, tmp, args.seed)
         if not args.processes_only:
             res["streaming"] = bench_streaming_rss(demo_rdf, 2048 if q else 8192, tmp, args.seed)

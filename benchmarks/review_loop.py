@@ -7,8 +7,9 @@ cell_diameter=16, noise=1.0)`` (smaller cells, twice the segmentation noise; the
 saw 24 px cells at noise 0.5). The perfect reviewer's corrections are the true masks. For each
 number of corrected images n, one review round (``review.yaml``: the napari widget's
 "Fine-tune") starts from the shipped weights on images 7100..7100+n-1 of that world, and the
-result is scored on 6 held-out images of the world (seeds 7000-7005) and on 4 images of the
-world the shipped weights came from (default generator, seeds 9100-9103: forgetting). The
+result is scored on 6 held-out images of the world (seeds 7000-7005) and on 12 images of the
+world the shipped weights came from (default generator, seeds 9100-9111: forgetting; the
+round replays other images of that world, ``review.yaml`` ``data.replay``). The
 "full dataset" line is the same round, the same number of steps (so the same time), on 24
 images. Writes ``benchmarks/results/review_loop.json`` after every round and draws
 ``docs/review_loop.png`` (numpy + Pillow).
@@ -38,20 +39,24 @@ NEW_WORLD = dict(cell_diameter=16, noise=1.0)
 OLD_WORLD = dict(noise=0.5)
 SIZE = 512
 TEST_SEEDS = range(7000, 7006)
-OLD_SEEDS = range(9100, 9104)
+OLD_SEEDS = range(9100, 9112)
 POOL_SEED = 7100
 RESULTS = ROOT / "benchmarks" / "results" / "review_loop.json"
+#: The review round's forgetting guards and arithmetic, as the runs used them (filled by one_round).
+ROUND_CONFIG: dict = {}
 FIGURE = ROOT / "docs" / "review_loop.png"
 
 
-def score(model: Path, seeds, world: dict) -> dict:
+def score(model: Path, seeds, world: dict | str) -> dict:
+    """Event recall / precision of ``model`` on images of ``world`` (generate() arguments, or a world name)."""
     from rosette_bmz.inputs import from_outlines
     from rosette_bmz.runner import load_predictor, predict
+    from rosette_bmz.synth import generate_world
 
     acc = MetricsAccumulator(threshold=0.5, min_size=10)
     with load_predictor(model, "torch", threads=2) as pred:
         for s in seeds:
-            g = generate(SIZE, seed=s, **world)
+            g = generate_world(SIZE, s, world) if isinstance(world, str) else generate(SIZE, seed=s, **world)
             acc.add(predict(from_outlines(g.outlines), pred), g.rosettes, g.meta.get("decoys", []), name=str(s))
     m = acc.summary()
     return {"recall": round(float(m["event_recall"]), 4), "precision": round(float(m["event_precision"]), 4),
@@ -70,20 +75,21 @@ def corrections(folder: Path, n: int) -> Path:
     return folder
 
 
-def one_round(n: int, work: Path, quick: bool) -> dict:
+def one_round(n: int, work: Path, quick: bool, init: Path, old_world: dict | str) -> dict:
     from rosette_bmz.training.train import resolve_config, train
 
     corr = corrections(work / f"corr{n}", n)
-    cfg, _ = resolve_config("review", init=str(DEMO), images=str(corr), masks=str(corr), out=str(work / f"run{n}"))
+    cfg, _ = resolve_config("review", init=str(init), images=str(corr), masks=str(corr), out=str(work / f"run{n}"))
     cfg.threads = 2
     if quick:
         cfg.optim.epochs = 1
     t0 = time.monotonic()
     res = train(cfg, progress=False)
     seconds = time.monotonic() - t0
+    ROUND_CONFIG.update(replay=cfg.data.replay.model_dump(), precision=cfg.optim.precision, l2sp=cfg.optim.l2sp)
     steps = cfg.optim.epochs * -(-cfg.data.samples_per_epoch // cfg.optim.batch_size)
     return {"n_images": n, "seconds": round(seconds, 1), "steps": steps, "epochs": res.epochs_run,
-            "new_world": score(res.best, TEST_SEEDS, NEW_WORLD), "old_world": score(res.best, OLD_SEEDS, OLD_WORLD)}
+            "new_world": score(res.best, TEST_SEEDS, NEW_WORLD), "old_world": score(res.best, OLD_SEEDS, old_world)}
 
 
 def draw(results: dict, path: Path) -> None:
@@ -140,20 +146,32 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="one epoch per round (smoke run)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--figure", type=Path, default=FIGURE)
+    ap.add_argument("--init", type=Path, default=DEMO,
+                    help="weights the rounds start from (default the shipped demo weights); the old world is "
+                         "the one they were trained on, read off their sidecar")
     args = ap.parse_args(argv)
+    from rosette_bmz.training.config import ReplayConfig
+    from rosette_bmz.training.data import replay_world
+
+    learned = replay_world(ReplayConfig(), args.init)
+    old_world = OLD_WORLD if learned == "default" else learned
     import torch
 
     torch.set_num_threads(2)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared",
-               "world": NEW_WORLD, "size": SIZE, "config": "review.yaml", "init": DEMO.name,
-               "shipped": {"new_world": score(DEMO, TEST_SEEDS, NEW_WORLD),
-                           "old_world": score(DEMO, OLD_SEEDS, OLD_WORLD)},
+               "world": NEW_WORLD, "old_world": old_world, "size": SIZE, "config": "review.yaml",
+               "init": str(args.init.relative_to(ROOT) if args.init.is_relative_to(ROOT) else args.init),
+               "shipped": {"new_world": score(args.init, TEST_SEEDS, NEW_WORLD),
+                           "old_world": score(args.init, OLD_SEEDS, old_world)},
                "rounds": []}
     print("shipped", results["shipped"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(v) for v in args.rounds.split(",")]:
-            r = one_round(n, Path(tmp), args.quick)
+            r = one_round(n, Path(tmp), args.quick, args.init, old_world)
+            r["forgetting"] = {k: round(results["shipped"]["old_world"][k] - r["old_world"][k], 4)
+                               for k in ("recall", "precision")}
             results["rounds"].append(r)
+            results["round_config"] = ROUND_CONFIG
             print(json.dumps(r), flush=True)
             args.out.write_text(json.dumps(results, indent=1) + "\n")
             draw(results, args.figure)
