@@ -63,7 +63,7 @@ def split_recall(items, probs: dict[str, np.ndarray]) -> dict[str, int]:
     return out
 
 
-def run_set(name: str, data: Path, n: int, size: int, predictor, mode: str) -> dict:
+def run_set(name: str, data: Path, n: int, size: int, predictor, mode: str, tta: bool = False) -> dict:
     t0 = time.perf_counter()
     write_dataset(data, n=n, size=size, seed=0, world=name, progress=False)
     t_gen = time.perf_counter() - t0
@@ -73,7 +73,7 @@ def run_set(name: str, data: Path, n: int, size: int, predictor, mode: str) -> d
     lookup = {it.outlines.tobytes(): it.name for it in items}
 
     def predict_fn(x: np.ndarray) -> np.ndarray:
-        prob = predict(x, predictor, mode=mode)
+        prob = predict(x, predictor, mode=mode, tta=tta)
         probs[lookup[(x[1] > 0).astype(items[0].outlines.dtype).tobytes()]] = prob
         return prob
 
@@ -135,6 +135,8 @@ def main(argv=None) -> int:
                     help="output stem: writes <out>.json and <out>.md")
     ap.add_argument("--copy-to", default=str(ROOT / "training" / "demo"), help="also copy both files here ('' = no)")
     ap.add_argument("--keep", default=None, help="keep the generated datasets in this folder")
+    ap.add_argument("--tta", action="store_true", help="model with test-time augmentation (8 rotations / flips)")
+    ap.add_argument("--note", default="", help="a sentence about the model, appended to the table's description")
     args = ap.parse_args(argv)
 
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     try:
         for name in sets:
             t0 = time.perf_counter()
-            results[name] = run_set(name, work / name, args.n, args.size, predictor, args.mode)
+            results[name] = run_set(name, work / name, args.n, args.size, predictor, args.mode, args.tta)
             m, b = results[name]["model"], results[name]["baseline"]
             print(f"{name:12s} rosettes {m['n_rosettes']:5d}  recall model {_pct(m['event_recall'])} / baseline "
                   f"{_pct(b['event_recall'])}  precision {_pct(m['event_precision'])} / {_pct(b['event_precision'])}"
@@ -161,19 +163,17 @@ def main(argv=None) -> int:
     md = (f"# Generalisation: model vs classical baseline on other worlds\n\n"
           f"`benchmarks/generalisation.py` ({stamp}): per set {args.n} synthetic images of {args.size}² "
           f"(`rosette-bmz synth --world NAME --seed 0`), model `{model_name}` ({args.backend} backend, "
-          f"{args.mode} tiling) / baseline (vertex multiplicity on the outlines). Ground truth: the one "
+          f"{args.mode} tiling" + (", test-time augmentation: mean of the 8 rotations / flips" if args.tta else "")
+          + ") / baseline (vertex multiplicity on the outlines). Ground truth: the one "
           "rosette definition on the clean tiling (docs/metrics.md, \"What a rosette is\"): planted and "
           "chance rosettes alike; decoys are the 4-cell junctions away from rosettes. Each cell reads "
           "**model / baseline**; event recall = rosettes with >= 1 px at p >= 0.5; event precision = "
           "proposals (p > 0.5, >= 10 px) on a rosette; pixel Dice soft, mean per image; decoys hit = 4-cell "
           "junctions with a proposal within a quarter cell diameter. \"Differs from training\" refers to the "
-          "training world of `rosette_bmz/worlds.py` (what new weights will be trained on); the current demo "
-          "weights were trained before issue 13 on the old generator's default setting (24 px cells, Cellpose "
-          "inner outlines, noise 0.5, only planted wedge rosettes labelled), so for them every set is partly "
-          "new.\n\n"
+          "training world of `rosette_bmz/worlds.py`." + (f" {args.note}" if args.note else "") + "\n\n"
           + table(results) + "\n")
     report = {"generated": stamp, "script": "benchmarks/generalisation.py", "model": model_name,
-              "backend": args.backend, "mode": args.mode, "n_images": args.n, "size": args.size,
+              "backend": args.backend, "mode": args.mode, "tta": args.tta, "n_images": args.n, "size": args.size,
               "machine": {"cpu": cpu_model(), "python": platform.python_version()},
               "sets": results, "table_markdown": md}
     out = Path(args.out)

@@ -60,7 +60,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                      mode=args.mode, tile=args.tile, batch=args.batch, threads=args.threads,
                                      threshold=args.threshold, min_size=args.min_size, overlay=args.overlay,
                                      quantities=not args.no_quantities, pixel_size=args.pixel_size, pad=args.pad,
-                                     border=args.border, chunk=args.chunk, progress=True, on_result=report)
+                                     border=args.border, chunk=args.chunk, progress=True, tta=args.tta,
+                                     on_result=report)
     else:
         from .runner import load_predictor, predict_files
 
@@ -71,7 +72,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                     mode=args.mode, tile=args.tile, batch=args.batch, threshold=args.threshold,
                                     min_size=args.min_size, overlay=args.overlay, progress=True,
                                     quantities=not args.no_quantities, pixel_size=args.pixel_size,
-                                    on_result=report)
+                                    tta=args.tta, on_result=report)
         finally:
             predictor.close()
     ok = [r for r in results if r.ok]
@@ -133,7 +134,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise EvaluationError(f"{p}: cannot write the report there (a directory, or its folder does not exist)")
     report = evaluate_dataset(args.model, args.data, args.backend, mode=args.mode, threads=args.threads,
                               baseline=not args.no_baseline, baseline_input=args.baseline_input, progress=True,
-                              truth=args.truth)
+                              truth=args.truth, tta=args.tta)
     print(report["table_markdown"])
     if args.out is not None:
         write_report(report, args.out)
@@ -252,6 +253,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="pixel size in µm: summaries also give rosettes per 1000 µm² of tissue")
     p.add_argument("--no-quantities", action="store_true",
                    help="skip the rosette topology (k, kind, cells) and the per-image summaries")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the 8 rotations / flips of each image (8x the time; "
+                        "fewer false proposals on ambiguous junctions)")
     p.add_argument("--dask", default=None, metavar="CLUSTER",
                    help="run on dask.distributed: local:N (N worker processes on this machine) or "
                         "tcp://HOST:PORT (a running scheduler); one task per image, images over 4096² chunked "
@@ -278,6 +282,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--baseline-input", default="outlines", choices=("outlines", "labels"),
                    help="what the classical baseline reads: the model's outlines (default) or <name>_labels.tif")
     p.add_argument("--no-baseline", action="store_true", help="skip the classical baseline column")
+    p.add_argument("--tta", action="store_true", help="score the model with test-time augmentation (8 views)")
     p.add_argument("--truth", default="files", choices=EVAL_TRUTHS,
                    help="ground truth: the <name>_rosettes.tif annotations (default), or read off each "
                         "<name>_labels.tif by the rosette definition (docs/metrics.md)")

@@ -670,7 +670,7 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                        min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, stream_pixels: int = STREAM_PIXELS,
                        quantities: bool = True, pixel_size: float | None = None, pad: str | None = None,
                        context: int | None = None, border: int | None = None, chunk: int = DEFAULT_CHUNK,
-                       progress: bool = False,
+                       progress: bool = False, tta: bool = False,
                        on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """:func:`rosette_bmz.runner.predict_files` on a dask cluster: same arguments, same outputs.
 
@@ -680,7 +680,8 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
     cluster into ``<stem>_prob.ome.zarr`` + ``<stem>_rosettes.csv`` (halo mode only). A bad
     file is a failed :class:`FileResult` (one error line) and the others complete; a broken
     model (:class:`~rosette_bmz.errors.ModelError`) stops the run. Returns one result per
-    input, in order.
+    input, in order. ``tta`` (8 rotations / flips averaged) applies to the one-task images; chunked
+    ones are predicted once (logged).
     """
     _check_args(input_kind, chunk)
     run = FolderRun(inputs, out_dir, on_result)
@@ -692,7 +693,7 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
         raise InputError(f"{large[0]}: images over {stream_pixels} px are chunked on dask in halo mode only "
                          f"(got mode {mode!r})")
     kwargs = dict(mode=mode, tile=tile, batch=batch, threshold=threshold, min_size=min_size, overlay=overlay,
-                  progress=False, stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size)
+                  progress=False, stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size, tta=tta)
     if not files:
         return list(failed)
     _model_path(model, threads)
@@ -705,9 +706,9 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
             futures = {client.submit(_file_task, str(f), spec, input_kind, str(out), kwargs, pure=False): f
                        for f in small}
             for f in large:
-                if overlay or quantities:
-                    log.info("%s: chunked on dask; overlay and rosette quantities need the whole image and are "
-                             "skipped", f)
+                if overlay or quantities or tta:
+                    log.info("%s: chunked on dask; overlay, rosette quantities and test-time augmentation need "
+                             "the whole image and are skipped", f)
                 geometry = client.submit(_geometry_task, spec, pure=False).result()
                 try:
                     r = _predict_large(client, spec, f, input_kind, out, chunk=chunk, threshold=threshold,

@@ -248,7 +248,7 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
                      threads: int | None = None, baseline: bool = True, baseline_input: str = "outlines",
                      baseline_params: dict[str, Any] | None = None, threshold: float = M.THRESHOLD,
                      min_size: int = M.MIN_PROPOSAL_SIZE, progress: bool = False,
-                     truth: str = "files") -> dict[str, Any]:
+                     truth: str = "files", tta: bool = False) -> dict[str, Any]:
     """Score ``model`` and the classical baseline on the ground truth in ``data_dir``.
 
     ``model``: rdf.yaml / package folder / checkpoint / torch module (None with ``predict_fn``), run through
@@ -259,7 +259,8 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
     or already loaded :class:`EvalImage` items. ``baseline_input``: what the baseline reads,
     ``outlines`` (the model's input, default) or ``labels`` (needs ``<stem>_labels.tif``).
     ``truth``: ``files`` (the ``_rosettes.tif`` annotations) or ``labels`` (the definition applied
-    to each ``_labels.tif``, module doc).
+    to each ``_labels.tif``, module doc). ``tta``: the model's probability is the mean over the
+    8 rotations / flips (:func:`rosette_bmz.runner.predict_tta`).
 
     Returns the report: ``metrics`` (``model`` / ``baseline`` summaries, see
     :func:`rosette_bmz.metrics.summarize`), ``model_card``, ``per_image`` and
@@ -291,7 +292,7 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
         model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
 
         def predict_fn(x: np.ndarray) -> np.ndarray:
-            return predict(x, predictor, mode=mode)
+            return predict(x, predictor, mode=mode, tta=tta)
 
     acc_model = M.MetricsAccumulator(threshold, min_size)
     acc_base = M.MetricsAccumulator(threshold, min_size)

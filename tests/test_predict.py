@@ -501,3 +501,38 @@ def test_prefetch_imports_loads_what_proposals_need_in_a_thread():
             "if m not in sys.modules]; assert not missing, missing; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_tta_is_the_mean_of_the_eight_views(torch_pred, synth_images):
+    from rosette_bmz.runner import DIHEDRAL
+
+    x = from_outlines(synth_images[(250, 270)].outlines)      # not square: rotations change the shape
+    views = []
+    for r, flip in DIHEDRAL:
+        y = np.rot90(x, r, axes=(1, 2))
+        y = y[:, :, ::-1] if flip else y
+        p = predict(np.ascontiguousarray(y), torch_pred)
+        views.append(np.rot90(p[:, ::-1] if flip else p, -r))
+    assert len({(r, f) for r, f in DIHEDRAL}) == 8
+    got = predict(x, torch_pred, tta=True)
+    assert got.shape == x.shape[1:] and got.dtype == np.float32
+    assert np.abs(got - np.mean(views, axis=0)).max() < 1e-6
+    # the network is not equivariant: the views differ, so the mean is not the plain prediction
+    assert np.abs(got - predict(x, torch_pred)).max() > 1e-4
+
+
+def test_predict_cli_tta_writes_the_averaged_map(tiny_ckpt, synth_images, tmp_path):
+    import tifffile
+
+    from rosette_bmz.cli import main
+
+    outl = synth_images[(250, 270)].outlines
+    tifffile.imwrite(tmp_path / "img.tif", outl.astype(np.uint8))
+    for flag, out in (([], "plain"), (["--tta"], "tta")):
+        assert main(["predict", str(tmp_path / "img.tif"), "--model", str(tiny_ckpt), "--backend", "torch",
+                     "--out", str(tmp_path / out), "--no-quantities"] + flag) == 0
+    with load_predictor(tiny_ckpt, "torch", threads=2) as pred:
+        want = predict(from_outlines(outl), pred, tta=True)
+    got = tifffile.imread(tmp_path / "tta" / "img_prob.tif")
+    assert np.abs(got - want).max() < 1e-6
+    assert np.abs(got - tifffile.imread(tmp_path / "plain" / "img_prob.tif")).max() > 1e-4

