@@ -145,6 +145,7 @@ def test_review_schedule_trains_on_every_image_and_keeps_the_last_weights(tmp_pa
     cfg, _ = resolve_config("review", init=str(DEMO), images=str(tmp_path), masks=str(tmp_path),
                             out=str(tmp_path / "run"), epochs=2)
     cfg.data.crop_size, cfg.data.samples_per_epoch, cfg.optim.batch_size = 64, 2, 2
+    cfg.data.replay.n_images, cfg.data.replay.size = 1, 128      # replay stays on (review.yaml), small
     events = list(_drain(rv.finetune_events(cfg)))
     steps = [e for e in events[:-1] if e[0] == "step"]
     assert len(steps) == 2 and steps[-1][1][:3] == (2, 1, 1)
@@ -276,7 +277,8 @@ def test_widget_folder_mode_skips_reviewed_autosaves_and_finetunes(widget, qtbot
     w.previous_image()                                           # e1 again: its saved review, no model run
     assert w.review.name == "e1" and w.review.counts()["accepted"] == 1
 
-    w.train_overrides = {"data.crop_size": 64, "data.samples_per_epoch": 2, "optim.batch_size": 2}
+    w.train_overrides = {"data.crop_size": 64, "data.samples_per_epoch": 2, "optim.batch_size": 2,
+                         "data.replay.n_images": 1, "data.replay.size": 128}
     w.epochs_spin.setValue(1)
     w.finetune()
     _wait(qtbot, w, timeout=120_000)                             # training, then detection again
