@@ -411,16 +411,23 @@ def test_predict_writes_topology_and_summaries_and_summarize_groups_them(tmp_pat
     from rosette_bmz.synth import generate
 
     root = Path(__file__).resolve().parents[1]
+    truth = {}
     for cond, seed in (("ctrl", 70), ("mut", 80)):
         (tmp_path / cond).mkdir()
-        tifffile.imwrite(tmp_path / cond / "e0_labels.tif", generate(384, seed=seed, noise=0.0).labels)
+        g = generate(384, seed=seed, noise=0.0)
+        truth[cond] = g.rosettes > 0
+        tifffile.imwrite(tmp_path / cond / "e0_labels.tif", g.labels)
         assert main(["predict", str(tmp_path / cond), "--model", str(root / "rdf.yaml"), "--input-kind", "labels",
                      "--out", str(tmp_path / "runs" / cond), "--pixel-size", "0.134"]) == 0
     run = tmp_path / "runs" / "ctrl"
     with open(run / "e0_labels_rosettes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and {"k", "kind", "cells", "note"} <= set(rows[0])
-    assert sum(int(r["k"]) >= 5 and r["kind"] in ("vertex", "extrusion") for r in rows) >= 0.8 * len(rows)
+    # proposals on a true rosette read k >= 5 (what the model proposes elsewhere is its own precision)
+    plab = tifffile.imread(run / "e0_labels_rosettes.tif")
+    on_truth = [r for r in rows if (truth["ctrl"] & (plab == int(r["id"]))).any()]
+    assert len(on_truth) >= 5
+    assert sum(int(r["k"]) >= 5 and r["kind"] in ("vertex", "extrusion") for r in on_truth) >= 0.9 * len(on_truth)
     assert all(r["note"] for r in rows if int(r["k"]) < 5)   # a false proposal says so
     s = json.loads((run / "e0_labels_summary.json").read_text())
     assert s["n_rosettes"] == len(rows) and s["pixel_size_um"] == 0.134 and s["rosettes_per_1000_um2"] > 0
