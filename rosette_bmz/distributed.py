@@ -67,7 +67,7 @@ from .constants import DASK_CHUNK, DEFAULT_HALO, DIVISOR, INPUT_KINDS, MIN_PROPO
 from .errors import ClusterError, InputError, ModelError, OutputError
 from .files import atomic_paths, temp_name
 from .inputs import check_size, check_values, is_zarr, open_zarr, squeeze
-from .proposals import write_csv
+from .proposals import component_sums, label_components, write_csv
 from .runner.engine import Predictor, load_predictor, predict_source
 from .runner.images import (STREAM_PIXELS, FileResult, FolderRun, failed_result, image_stem, open_lazy,
                             predict_file_safely)
@@ -336,14 +336,6 @@ def _source(path: str, input_kind: str, name: str):
         return src
 
 
-def _label_chunk(core: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
-    from scipy import ndimage
-
-    lab = np.zeros(core.shape, dtype=np.uint32)
-    n = int(ndimage.label(core > threshold, structure=np.ones((3, 3), dtype=bool), output=lab))
-    return lab, n
-
-
 def _chunk_task(spec: ModelSpec, image: str, input_kind: str, name: str, store: str, c: Chunk, H: int, W: int,
                 geometry: dict, threshold: float, batch: int | None) -> dict:
     """Predict one chunk into the store; return its components' statistics and border labels."""
@@ -362,18 +354,10 @@ def _chunk_task(spec: ModelSpec, image: str, input_kind: str, name: str, store: 
     core = np.ascontiguousarray(prob[c.y0 + P - c.wy0:c.y1 + P - c.wy0, c.x0 + P - c.wx0:c.x1 + P - c.wx0])
     del prob
     zarr.open_array(str(Path(store) / "0"), mode="r+")[c.y0:c.y1, c.x0:c.x1] = core
-    lab, n = _label_chunk(core, threshold)
+    lab, n = label_components(core > threshold)
     stats = {"n": n, "edges": (lab[0].copy(), lab[-1].copy(), lab[:, 0].copy(), lab[:, -1].copy())}
     if n:
-        yy, xx = np.nonzero(lab)
-        ids = lab[yy, xx].astype(np.int64)
-        p = core[yy, xx].astype(np.float64)
-        max_p = np.zeros(n + 1)
-        np.maximum.at(max_p, ids, p)
-        _, first_at = np.unique(ids, return_index=True)          # np.nonzero is in raster order
-        stats.update(area=np.bincount(ids, minlength=n + 1), sum_y=np.bincount(ids, yy + c.y0, n + 1),
-                     sum_x=np.bincount(ids, xx + c.x0, n + 1), sum_p=np.bincount(ids, p, n + 1), max_p=max_p,
-                     first=(yy[first_at] + c.y0).astype(np.int64) * W + xx[first_at] + c.x0)
+        stats.update(component_sums(lab, core, n, c.y0, c.x0, first_width=W))
     return stats
 
 
@@ -383,7 +367,7 @@ def _relabel_task(store: str, c: Chunk, threshold: float, lut: np.ndarray) -> in
     import zarr
 
     core = zarr.open_array(str(Path(store) / "0"), mode="r")[c.y0:c.y1, c.x0:c.x1]
-    lab, n = _label_chunk(core, threshold)
+    lab, n = label_components(core > threshold)
     if n + 1 != lut.size:
         raise RuntimeError(f"chunk {c.i},{c.j}: {n} components on relabelling, {lut.size - 1} before")
     zarr.open_array(str(Path(store) / "labels" / "rosettes" / "0"), mode="r+")[c.y0:c.y1, c.x0:c.x1] = lut[lab]
@@ -649,18 +633,16 @@ def predict_image_dask(path: str | os.PathLike, model: Any, dask: Any = "local",
                               min_size=min_size, batch=batch, progress=progress, geometry=geometry)
 
 
-def _remove_orphans(out_dir: Path, results: list[FileResult]) -> None:
+def _remove_orphans(out_dir: Path, paths: Iterable[Path]) -> None:
     """Temporary files of tasks that died with their worker (the rerun wrote the outputs)."""
     import glob
 
-    for r in results:
-        stem = glob.escape(image_stem(r.path))
-        for pattern in (f".{stem}_*.tmp",):
-            for orphan in out_dir.glob(pattern):
-                if orphan.is_dir():
-                    shutil.rmtree(orphan, ignore_errors=True)
-                else:
-                    orphan.unlink(missing_ok=True)
+    for path in paths:
+        for orphan in out_dir.glob(f".{glob.escape(image_stem(path))}_*.tmp"):
+            if orphan.is_dir():
+                shutil.rmtree(orphan, ignore_errors=True)
+            else:
+                orphan.unlink(missing_ok=True)
 
 
 def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model: Any, dask: Any = "local",
@@ -687,8 +669,10 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
     run = FolderRun(inputs, out_dir, on_result)
     files, failed, out, report = run.files, run.failed, run.out, run.report
     done: dict[Path, FileResult] = {}
-    large = [f for f in files if _pixels(f, input_kind) > stream_pixels]
-    small = [f for f in files if f not in large]
+    large: list[Path] = []
+    small: list[Path] = []
+    for f in files:
+        (large if _pixels(f, input_kind) > stream_pixels else small).append(f)
     if large and mode != "halo":
         raise InputError(f"{large[0]}: images over {stream_pixels} px are chunked on dask in halo mode only "
                          f"(got mode {mode!r})")
@@ -705,11 +689,11 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
             spec = _model_spec(model, backend, client, threads, pad, tile, context, border)
             futures = {client.submit(_file_task, str(f), spec, input_kind, str(out), kwargs, pure=False): f
                        for f in small}
+            geometry = client.submit(_geometry_task, spec, pure=False).result() if large else None
             for f in large:
                 if overlay or quantities or tta:
                     log.info("%s: chunked on dask; overlay, rosette quantities and test-time augmentation need "
                              "the whole image and are skipped", f)
-                geometry = client.submit(_geometry_task, spec, pure=False).result()
                 try:
                     r = _predict_large(client, spec, f, input_kind, out, chunk=chunk, threshold=threshold,
                                        min_size=min_size, batch=batch, progress=progress, geometry=geometry)
@@ -733,7 +717,7 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                 report(r, tick=True)
     finally:
         if out.is_dir():
-            _remove_orphans(out, [FileResult(f, False) for f in files])
+            _remove_orphans(out, files)
         run.close()
     run.finish()
     return list(failed) + [done[f] for f in files]

@@ -33,7 +33,8 @@ import numpy as np
 
 from .constants import MIN_PROPOSAL_SIZE, THRESHOLD
 
-__all__ = ["CSV_COLUMNS", "find_proposals", "release", "write_tiff", "write_csv", "read_csv", "write_overlay"]
+__all__ = ["CSV_COLUMNS", "find_proposals", "label_components", "component_sums", "release", "write_tiff",
+           "write_csv", "read_csv", "write_overlay"]
 
 CSV_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "max_prob", "mean_prob", "axis-0", "axis-1")
 
@@ -62,6 +63,39 @@ def release(arr: Any) -> None:
         pass
 
 
+def label_components(mask: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """8-connected components of a boolean mask: (uint32 labels 1..n, n); written into ``out`` if given."""
+    from scipy import ndimage
+
+    if out is None:
+        out = np.zeros(mask.shape, dtype=np.uint32)
+    n = int(ndimage.label(mask, structure=np.ones((3, 3), dtype=bool), output=out))
+    return out, n
+
+
+def component_sums(labels: np.ndarray, prob: np.ndarray, n: int, y0: int = 0, x0: int = 0,
+                   first_width: int | None = None) -> dict[str, np.ndarray]:
+    """Per-component sums over a labelled block whose top-left pixel is ``(y0, x0)`` of the image.
+
+    Arrays of ``n + 1`` (index 0 = background): ``area``, ``sum_y``, ``sum_x`` (image
+    coordinates), ``sum_p``, ``max_p`` (float64 probability). With ``first_width`` (the image
+    width), ``first`` = the flat image index of each component's first pixel in raster order
+    (components 1..n present in the block). Sums of blocks add up to the whole image's.
+    """
+    yy, xx = np.nonzero(labels)                  # raster order
+    ids = labels[yy, xx].astype(np.int64)
+    p = np.asarray(prob)[yy, xx].astype(np.float64)
+    max_p = np.zeros(n + 1)
+    np.maximum.at(max_p, ids, p)
+    out = {"area": np.bincount(ids, minlength=n + 1), "sum_y": np.bincount(ids, weights=yy + y0, minlength=n + 1),
+           "sum_x": np.bincount(ids, weights=xx + x0, minlength=n + 1),
+           "sum_p": np.bincount(ids, weights=p, minlength=n + 1), "max_p": max_p}
+    if first_width is not None:
+        _, at = np.unique(ids, return_index=True)
+        out["first"] = (yy[at] + y0).astype(np.int64) * first_width + xx[at] + x0
+    return out
+
+
 def find_proposals(prob: Any, threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE, *,
                    out: np.ndarray | None = None
                    ) -> tuple[np.ndarray, list[dict]]:
@@ -71,8 +105,6 @@ def find_proposals(prob: Any, threshold: float = THRESHOLD, min_size: int = MIN_
     memory map) and one dict per proposal with the keys of :data:`CSV_COLUMNS` minus the
     napari axis columns.
     """
-    from scipy import ndimage
-
     if getattr(prob, "ndim", None) != 2:
         raise ValueError(f"find_proposals: prob must be a 2D array, got shape {getattr(prob, 'shape', None)}")
     H, W = prob.shape
@@ -84,7 +116,7 @@ def find_proposals(prob: Any, threshold: float = THRESHOLD, min_size: int = MIN_
         out = np.zeros((H, W), dtype=np.uint32)
     elif out.shape != (H, W) or out.dtype != np.uint32:
         raise ValueError(f"find_proposals: out must be uint32 {(H, W)}, got {out.dtype} {out.shape}")
-    n = int(ndimage.label(mask, structure=np.ones((3, 3), dtype=bool), output=out))
+    _, n = label_components(mask, out)
     del mask
     release(out)
     area = np.zeros(n + 1, dtype=np.int64)
@@ -94,15 +126,12 @@ def find_proposals(prob: Any, threshold: float = THRESHOLD, min_size: int = MIN_
     max_p = np.zeros(n + 1)
     if n:
         for r0 in range(0, H, _STRIP):
-            lab = np.asarray(out[r0:r0 + _STRIP])
-            yy, xx = np.nonzero(lab)
-            ids = lab[yy, xx].astype(np.int64)
-            p = np.asarray(prob[r0:r0 + _STRIP])[yy, xx].astype(np.float64)
-            area += np.bincount(ids, minlength=n + 1)
-            sum_y += np.bincount(ids, weights=yy + r0, minlength=n + 1)
-            sum_x += np.bincount(ids, weights=xx, minlength=n + 1)
-            sum_p += np.bincount(ids, weights=p, minlength=n + 1)
-            np.maximum.at(max_p, ids, p)
+            s = component_sums(np.asarray(out[r0:r0 + _STRIP]), prob[r0:r0 + _STRIP], n, y0=r0)
+            area += s["area"]
+            sum_y += s["sum_y"]
+            sum_x += s["sum_x"]
+            sum_p += s["sum_p"]
+            np.maximum(max_p, s["max_p"], out=max_p)
             release(prob)
             release(out)
     keep = np.flatnonzero(area >= max(1, min_size))

@@ -309,6 +309,16 @@ def predict_tta(x: np.ndarray, predictor: Predictor, mode: str = "halo", tile: i
     return out
 
 
+def predict_array(x: np.ndarray, predictor: Predictor, mode: str = "halo", tile: int | None = None,
+                  batch: int | None = None, progress: bool | Any = False, out: np.ndarray | None = None,
+                  pad: str | None = None, desc: str = "tiles", tta: bool = False) -> np.ndarray:
+    """The probability of a validated (2, H, W) array held in memory: one pass, or the mean of the
+    8 views with ``tta`` (:func:`predict_tta`)."""
+    if tta:
+        return predict_tta(x, predictor, mode, tile, batch, progress, out, pad=pad, desc=desc)
+    return predict_source(ArraySource(x), predictor, mode, tile, batch, progress, out, desc=desc, pad=pad)
+
+
 def predict(x: np.ndarray, predictor: Predictor | Any, mode: str = "halo", tile: int | None = None,
             batch: int | None = None, progress: bool = False, out: np.ndarray | None = None,
             pad: str | None = None, tta: bool = False) -> np.ndarray:
@@ -329,9 +339,7 @@ def predict(x: np.ndarray, predictor: Predictor | Any, mode: str = "halo", tile:
         predictor = load_predictor(predictor, "onnx" if isinstance(predictor, (str, os.PathLike)) else "torch")
     try:
         x = check_model_input(x, predictor.in_channels)
-        if tta:
-            return predict_tta(x, predictor, mode, tile, batch, progress, out, pad=pad)
-        return predict_source(ArraySource(x), predictor, mode, tile, batch, progress, out, pad=pad)
+        return predict_array(x, predictor, mode, tile, batch, progress, out, pad=pad, tta=tta)
     finally:
         if owned:
             predictor.close()

@@ -34,7 +34,7 @@ from ..proposals import find_proposals, release, write_csv, write_overlay, write
 from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
 from ..summary import (SUMMARY_CSV, SUMMARY_SUFFIX, find_image_summaries, read_image_summary, write_image_summary,
                        write_summary_csv)
-from .engine import Predictor, load_predictor, predict_source, predict_tta
+from .engine import Predictor, load_predictor, predict_array, predict_source
 from .sources import ArraySource, RawSource
 from .tiling import ACTIVATION_BUDGET
 
@@ -97,11 +97,12 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
     seen: dict[str, Path] = {}
     unique: list[Path] = []
     for f in files:
-        if image_stem(f) in seen:
-            failed.append(FileResult(f, False, error=f"{f}: same name stem as {seen[image_stem(f)]}; its outputs "
+        stem = image_stem(f)
+        if stem in seen:
+            failed.append(FileResult(f, False, error=f"{f}: same name stem as {seen[stem]}; its outputs "
                                                        "would overwrite each other (rename one)"))
             continue
-        seen[image_stem(f)] = f
+        seen[stem] = f
         unique.append(f)
     return unique, failed
 
@@ -213,11 +214,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 x = build_input(raw, input_kind, name=name)
                 check_size(x.shape, name)
                 H, W = x.shape[-2:]
-                if tta:
-                    prob = predict_tta(x, predictor, mode, tile, batch, progress, None, desc=path.name)
-                else:
-                    prob = predict_source(ArraySource(x), predictor, mode, tile, batch, progress, None,
-                                          desc=path.name)
+                prob = predict_array(x, predictor, mode, tile, batch, progress, None, desc=path.name, tta=tta)
                 labels, rows = find_proposals(prob, threshold, min_size)
                 write_tiff(tmps["prob"], prob)
                 write_tiff(tmps["labels"], labels)
@@ -289,9 +286,10 @@ def predict_file_safely(path: str | os.PathLike, predictor: Predictor, input_kin
 
 def failed_result(path: Path, exc: BaseException) -> FileResult:
     """A failed :class:`FileResult` whose one-line error names ``path`` (user errors keep their message)."""
-    msg = str(exc) if isinstance(exc, InputError) else f"{path}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, (InputError,)) and str(path) not in msg:
-        msg = f"{path}: {msg}"
+    if isinstance(exc, InputError):
+        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    else:
+        msg = f"{path}: {type(exc).__name__}: {exc}"
     log.debug("failed on %s", path, exc_info=exc)
     return FileResult(path, False, error=msg)
 
