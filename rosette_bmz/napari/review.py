@@ -39,7 +39,7 @@ from ..errors import InputError
 from ..files import atomic_paths
 
 __all__ = ["STATUSES", "STATUS_COLORS", "REVIEW_COLUMNS", "Proposal", "Review", "review_name", "detect",
-           "outlines_of", "list_images", "is_reviewed", "find_predictions", "load_predictions",
+           "outlines_of", "list_images", "is_reviewed", "review_paths", "find_predictions", "load_predictions",
            "default_model", "load_saved_review", "finetune_events"]
 
 #: A proposal's decision. ``added``: painted by the reviewer (the model missed it).
@@ -185,9 +185,7 @@ class Review:
         return buf.getvalue()
 
     def paths(self, folder: str | os.PathLike) -> dict[str, Path]:
-        folder = Path(folder)
-        return {"outlines": folder / f"{self.name}_outlines.tif", "rosettes": folder / f"{self.name}_rosettes.tif",
-                "review": folder / f"{self.name}_review.csv"}
+        return review_paths(folder, self.name)
 
     def save(self, folder: str | os.PathLike, labels: np.ndarray) -> dict[str, Path]:
         """Write the three files (module doc) into ``folder``, all or none."""
@@ -208,14 +206,19 @@ class Review:
         return finals
 
 
+def review_paths(folder: str | os.PathLike, name: str) -> dict[str, Path]:
+    """The three files of a saved review in ``folder``; ``name`` is the review's (:func:`review_name`)."""
+    folder = Path(folder)
+    return {"outlines": folder / f"{name}_outlines.tif", "rosettes": folder / f"{name}_rosettes.tif",
+            "review": folder / f"{name}_review.csv"}
+
+
 def load_saved_review(folder: str | os.PathLike, name: str) -> tuple[Review, np.ndarray] | None:
     """A review saved by :meth:`Review.save` (its outlines, decisions and corrected mask), or None."""
     import tifffile
 
-    folder = Path(folder)
     name = review_name(name)
-    paths = {k: folder / f"{name}_{k}{ext}" for k, ext in (("outlines", ".tif"), ("rosettes", ".tif"),
-                                                             ("review", ".csv"))}
+    paths = review_paths(folder, name)
     if not all(p.is_file() for p in paths.values()):
         return None
     outlines = tifffile.imread(paths["outlines"])
@@ -275,7 +278,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 def is_reviewed(corrections: str | os.PathLike, name: str) -> bool:
     """Whether ``corrections`` holds a saved review of image ``name``."""
-    return (Path(corrections) / f"{review_name(name)}_review.csv").is_file()
+    return review_paths(corrections, review_name(name))["review"].is_file()
 
 
 def find_predictions(image: Path, folders: Sequence[str | os.PathLike | None]) -> dict[str, Path] | None:
