@@ -618,9 +618,11 @@ def targets(res: dict) -> dict:
         if label == "full_width":
             best_g = max(r["gflops_achieved"] for sr in mr["sizes"].values() for v, r in sr["variants"].items())
             fma = res["machine"].get("fma", {}).get("computed_peak_gflops")
-            if fma:
-                t["full_width >= 80 % of FMA peak"] = {"gflops": best_g, "fma_peak_gflops": fma,
-                                                       "fraction": best_g / fma, "met": best_g / fma >= 0.8}
+            if fma:   # the runner's own passes, not bioimageio.core's
+                ours = max(r["gflops_achieved"] for sr in mr["sizes"].values() for v, r in sr["variants"].items()
+                           if not v.startswith("bioimageio"))
+                t["full_width >= 80 % of FMA peak (rosette-bmz)"] = {"gflops": ours, "fma_peak_gflops": fma,
+                                                                     "fraction": ours / fma, "met": ours / fma >= 0.8}
             local = max(r["gflops_achieved"] / sr["matmul_gflops_these_rounds"] for sr in mr["sizes"].values()
                         for v, r in sr["variants"].items())
             t["full_width >= 80 % of matmul peak"] = {"gflops": best_g, "fraction": best_g / peak,

@@ -75,8 +75,6 @@ def main(argv=None) -> int:
     threads = default_threads()
     onnx_path = str(resolve_model(args.model).weight_path("onnx"))
     x = from_outlines(generate(SIZE, seed=7).outlines)[None]
-    name = None
-
     base = session(onnx_path, threads)
     name = base.get_inputs()[0].name
     halves = [np.ascontiguousarray(x[..., :SIZE // 2 + HALO]), np.ascontiguousarray(x[..., SIZE // 2 - HALO:])]
