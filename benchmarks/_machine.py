@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+#: Set (to "avx2") in a process that runs under ``avx2_only.c`` (see :func:`run_as_avx2`).
+ISA_ENV = "ROSETTE_BENCH_ISA"
+#: The /proc/cpuinfo flags ``avx2_only.c`` hides (its leaf-7 bits).
+HIDDEN_BY_AVX2_ONLY = ("avx512", "amx", "avx_vnni")
 
 
 def cpu_model() -> str:
@@ -30,7 +39,12 @@ def cpuinfo() -> dict:
     flags = set(fields.get("flags", "").split())
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
             if f in flags]
-    return {"model": fields.get("model name", platform.processor() or ""), "vendor": fields.get("vendor_id", ""),
+    hidden = None
+    if os.environ.get(ISA_ENV) == "avx2":
+        hidden = [f for f in simd if f.startswith(HIDDEN_BY_AVX2_ONLY)]
+        simd = [f for f in simd if f not in hidden]
+    return {"hidden_by_avx2_only": hidden,
+            "model": fields.get("model name", platform.processor() or ""), "vendor": fields.get("vendor_id", ""),
             "family": fields.get("cpu family", ""), "model_number": fields.get("model", ""),
             "reported_mhz": float(fields["cpu MHz"]) if "cpu MHz" in fields else None, "simd": simd}
 
@@ -61,15 +75,13 @@ def fma_peak(threads: int, workdir: str | Path) -> dict:
     """This machine's fp32 FMA peak: computed from flags x measured clock, and measured by an FMA loop.
 
     Compiles ``fma_peak.c`` (next to this file) with the system's gcc (``-O2 -march=native
-    -fopenmp``) and runs it on ``threads`` threads: a chain of dependent integer adds gives the
+    -fopenmp``) and runs it on ``threads`` threads: a chain of dependent integer multiplies gives the
     clock under load (GHz; a VM's "cpu MHz" is the nominal clock, not the boost the kernels run
     at), 12 independent FMA accumulators give the reachable FMA rate. The peak used for
     efficiency figures is ``threads x flop_per_cycle x GHz``. Returns ``{"error": ...}`` where
     gcc is missing or the program fails (the benchmarks then fall back to the sgemm rate).
     """
     import json
-    import shutil
-    import subprocess
 
     info = cpuinfo()
     fpc, rule = flop_per_cycle(info)
@@ -81,8 +93,12 @@ def fma_peak(threads: int, workdir: str | Path) -> dict:
     src = Path(__file__).resolve().parent / "fma_peak.c"
     exe = Path(workdir) / "fma_peak"
     try:
-        subprocess.run([gcc, "-O2", "-march=native", "-fopenmp", str(src), "-o", str(exe)], check=True,
-                       capture_output=True, text=True)
+        isa = ["-mno-avx512f"] if info.get("hidden_by_avx2_only") is not None else []
+        # gcc installs its own SIGSEGV handler, which ends avx2_only.c's CPUID emulation: compile
+        # without the preload (the -mno-avx512f build then runs under it)
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        subprocess.run([gcc, "-O2", "-march=native", *isa, "-fopenmp", str(src), "-o", str(exe)], check=True,
+                       capture_output=True, text=True, env=env)
         runs = [json.loads(subprocess.run([str(exe), str(threads)], check=True, capture_output=True,
                                           text=True).stdout) for _ in range(3)]
     except (subprocess.CalledProcessError, OSError, ValueError) as exc:
@@ -92,3 +108,36 @@ def fma_peak(threads: int, workdir: str | Path) -> dict:
     res.update(ghz=best["ghz"], lanes=best["lanes"], measured_fma_gflops=best["gflops"],
                computed_peak_gflops=threads * fpc * best["ghz"])
     return res
+
+
+def run_as_avx2(argv: list[str], workdir: str | Path) -> None:
+    """Re-run this script with AVX-512 hidden (``avx2_only.c`` preloaded); returns only in that run.
+
+    In the re-run (``ROSETTE_BENCH_ISA=avx2``) it checks that the hiding took effect (numpy's
+    runtime CPU features must show AVX2 without AVX-512F) and returns. Otherwise it compiles
+    ``avx2_only.c`` into ``workdir`` with the system's gcc and replaces this process by
+    ``python argv...`` with ``LD_PRELOAD`` set. Raises SystemExit with one line where the
+    machine has no AVX-512 to hide, no CPUID faulting or no C compiler.
+    """
+    if os.environ.get(ISA_ENV) == "avx2":
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+
+        if feats.get("AVX512F") or not feats.get("AVX2"):
+            raise SystemExit("--isa avx2: AVX-512 is still visible to this process (CPUID faulting did not "
+                             "take effect); nothing measured")
+        return
+    flags = set(next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
+                     "").split())
+    if "avx512f" not in flags:
+        raise SystemExit("--isa avx2: this CPU has no AVX-512 to hide; run without --isa (it is an AVX2 machine)")
+    if "cpuid_fault" not in flags:
+        raise SystemExit("--isa avx2: this machine has no CPUID faulting (no cpuid_fault flag), so AVX-512 "
+                         "cannot be hidden")
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SystemExit("--isa avx2: needs a C compiler (gcc) to build avx2_only.c")
+    lib = Path(workdir) / "avx2_only.so"
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", str(Path(__file__).resolve().parent / "avx2_only.c"),
+                    "-o", str(lib)], check=True)
+    env = dict(os.environ, **{ISA_ENV: "avx2", "LD_PRELOAD": str(lib)})
+    os.execve(sys.executable, [sys.executable, *argv], env)

@@ -1,6 +1,6 @@
 """What onnxruntime offers for the demo model on this CPU (issue 18), measured in one run.
 
-    .venv/bin/python benchmarks/ort_options.py [--model rdf.yaml] [--rounds 3]
+    .venv/bin/python benchmarks/ort_options.py [--model rdf.yaml] [--rounds 3] [--isa avx2 --out ...]
 
 On a 2048^2 binary 2-channel input (the whole image in one pass, as the runner runs it), every
 variant once per round in a rotated order, medians reported with the ratio to the runner's
@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import fma_peak  # noqa: E402
+from _machine import fma_peak, run_as_avx2  # noqa: E402
 
 from rosette_bmz.files import atomic_path  # noqa: E402
 
@@ -64,8 +64,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "rdf.yaml"))
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: hide AVX-512 from this run (benchmarks/avx2_only.c), so MLAS takes its AVX2 kernels")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ort_options.json"))
     args = ap.parse_args(argv)
+    if args.isa == "avx2":
+        run_as_avx2([str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv)],
+                    tempfile.mkdtemp(prefix="ort-avx2-"))
     import onnxruntime as ort
 
     from rosette_bmz.runner import default_threads, resolve_model
@@ -129,7 +134,9 @@ def main(argv=None) -> int:
              f"{peak['cpu']['model_number']}; {' '.join(peak['cpu']['simd'])}), {threads} threads, onnxruntime "
              f"{ort.__version__}; FMA peak {peak.get('computed_peak_gflops', float('nan')):.0f} GFLOP/s "
              f"({peak['flop_per_cycle_per_core']} FLOP/cycle x {peak.get('ghz', float('nan')):.2f} GHz x {threads}). "
-             f"{SIZE}^2 input, medians of {args.rounds} interleaved rounds.", "",
+             f"{SIZE}^2 input, medians of {args.rounds} interleaved rounds."
+             + (f" **AVX-512 hidden** by `benchmarks/avx2_only.c` ({' '.join(peak['cpu']['hidden_by_avx2_only'])}): "
+                "MLAS ran its AVX2 kernels." if peak["cpu"].get("hidden_by_avx2_only") else ""), "",
              "| variant | median s | ratio to the runner's settings | max abs diff to the runner |", "|---|---:|---:|---:|"]
     for k in names:
         d = diffs.get(k)

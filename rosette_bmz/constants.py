@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
+           "NEAR_MISS_DISTANCE",
            "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "PRECISIONS"]
 
 #: Height and width of a network input must be multiples of this (four 2x poolings).
@@ -72,6 +73,11 @@ MIN_MULTIPLICITY = 5
 #: about 2 px of it. 3.5 is the largest of 2.5 / 3.5 / 4 / 5 px that made no >= 5-cell junction out
 #: of two ordinary 3-cell vertices on noise-free synthetic tissue (rosette_bmz/quantities.py).
 MERGE_DISTANCE = 3.5
+
+#: A *near miss* (:func:`rosette_bmz.definition.find_rosettes`, a training hard negative): two
+#: vertices that are no rosette, closer than this (px) but not merged, whose cells number >= 5
+#: together: it looks like a rosette at a glance and is none by the rule. Twice MERGE_DISTANCE.
+NEAR_MISS_DISTANCE = 2 * MERGE_DISTANCE
 
 #: An extruding cell is smaller than this fraction of the median area of its own neighbours
 #: (extruding cells measured 0.15-0.41, ordinary cells with >= 5 neighbours >= 0.56).

@@ -23,7 +23,11 @@ The rule, on a cell label image (0 = no tissue)
    junction** (kind ``"four_cell"``, or ``"small_cell"`` around a small cell): the look-alike
    that is not a rosette, reported as a *decoy* when it lies farther than the decoy radius
    (a quarter cell diameter, :func:`rosette_bmz.metrics.decoy_radius`) from every rosette
-   mask, so that a perfect rosette mask never "hits" a decoy.
+   mask, so that a perfect rosette mask never "hits" a decoy. Two vertices that are no
+   rosette, less than :data:`~rosette_bmz.constants.NEAR_MISS_DISTANCE` (7 px) apart but not
+   merged, whose cells number >= 5 together, are a *near miss* (reported at their midpoint,
+   away from the rosette masks as decoys are): not a rosette either, and the look-alike a
+   detector confuses most; the trainer can centre crops on them (``near_miss_fraction``).
 4. *Mask*: :func:`rosette_bmz.baseline.rosette_masks`: the rosette's cells (the extruding cell
    included) clipped to a disc of one local cell diameter (``sqrt(median ring-cell area /
    (sqrt(3)/2))``) around the vertex; a pixel two masks would share goes to the nearer centre.
@@ -41,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .baseline import find_vertices, grow_cells, rosette_masks
-from .constants import MERGE_DISTANCE, MIN_MULTIPLICITY, SMALL_CELL_FRACTION
+from .constants import MERGE_DISTANCE, MIN_MULTIPLICITY, NEAR_MISS_DISTANCE, SMALL_CELL_FRACTION
 from .metrics import decoy_radius
 
 __all__ = ["RosetteTruth", "find_rosettes", "RULE"]
@@ -68,6 +72,8 @@ class RosetteTruth:
     ``mask_radius``, ``area``; kind ``"four_cell"`` / ``"small_cell"``. ``mask``: uint16
     instances. ``vertices``: every merged vertex (k >= 3) of :func:`~rosette_bmz.baseline.find_vertices`.
     ``cell_diameter``: the typical cell diameter (px, from the median cell area) or None.
+    ``near_misses``: pairs of non-rosette vertices closer than ``NEAR_MISS_DISTANCE`` with >= 5
+    cells together: ``y``, ``x`` (midpoint), ``k`` (cells of the two together), ``distance`` (px).
     """
 
     rosettes: list[dict[str, Any]]
@@ -75,6 +81,7 @@ class RosetteTruth:
     mask: np.ndarray
     vertices: list[dict[str, Any]] = field(default_factory=list)
     cell_diameter: float | None = None
+    near_misses: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _entry(v: dict[str, Any]) -> dict[str, Any]:
@@ -128,14 +135,31 @@ def find_rosettes(labels: np.ndarray, *, mask_radius: float = 1.0, cell_diameter
                          "mask_radius": round(float(r), 3), "area": int(counts[i])})
     radius = decoy_radius({"cell_diameter": cell_diameter})
     far = ndimage.distance_transform_edt(mask == 0) if rosettes else None
-    decoys = []
     h, w = lab.shape
-    for v in vertices:
-        if v["k"] != MIN_MULTIPLICITY - 1:
-            continue
-        if far is not None:
-            yi, xi = min(h - 1, max(0, int(round(v["y"])))), min(w - 1, max(0, int(round(v["x"]))))
-            if far[yi, xi] <= radius + 1:
-                continue
-        decoys.append({**_entry(v), "kind": "small_cell" if v["central"] else "four_cell"})
-    return RosetteTruth(rosettes, decoys, mask, vertices, cell_diameter)
+
+    def away(y: float, x: float) -> bool:   # farther than the decoy radius from every rosette mask
+        if far is None:
+            return True
+        return far[min(h - 1, max(0, int(round(y)))), min(w - 1, max(0, int(round(x))))] > radius + 1
+
+    decoys = [{**_entry(v), "kind": "small_cell" if v["central"] else "four_cell"} for v in vertices
+              if v["k"] == MIN_MULTIPLICITY - 1 and away(v["y"], v["x"])]
+    return RosetteTruth(rosettes, decoys, mask, vertices, cell_diameter, _near_misses(vertices, away))
+
+
+def _near_misses(vertices: list[dict[str, Any]], away) -> list[dict[str, Any]]:
+    """Pairs of non-rosette vertices closer than NEAR_MISS_DISTANCE with >= 5 cells together."""
+    small = [v for v in vertices if v["k"] < MIN_MULTIPLICITY]
+    if len(small) < 2:
+        return []
+    from scipy.spatial import cKDTree
+
+    pts = np.array([(v["y"], v["x"]) for v in small], dtype=float)
+    out = []
+    for i, j in sorted(cKDTree(pts).query_pairs(NEAR_MISS_DISTANCE)):
+        cells = (set(small[i]["cells"]) | set(small[j]["cells"])) - set(small[i]["central"]) - set(small[j]["central"])
+        y, x = (pts[i] + pts[j]) / 2
+        if len(cells) >= MIN_MULTIPLICITY and away(y, x):
+            out.append({"y": round(float(y), 2), "x": round(float(x), 2), "k": len(cells),
+                        "distance": round(float(np.hypot(*(pts[i] - pts[j]))), 2)})
+    return out

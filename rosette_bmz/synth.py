@@ -467,7 +467,7 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         "n_cells": int(n_cells), "n_cells_clean": int(n_clean),
         "n_rosettes": len(ros_meta), **planted_stats,
         "noise_events": {k: int(v) for k, v in noise_stats.items()},
-        "rosettes": ros_meta, "decoys": dec_meta,
+        "rosettes": ros_meta, "decoys": dec_meta, "near_misses": truth.near_misses,
         "params": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()},
     }
     return SynthImage(labels=labels.astype(np.int32, copy=False), outlines=outlines, rosettes=truth.mask,

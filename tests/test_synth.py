@@ -98,6 +98,38 @@ def test_every_point_where_five_cells_meet_is_labelled(chancy):
     assert near_mask[points[:, 0], points[:, 1]].all()
 
 
+def test_near_misses_are_close_vertex_pairs_with_five_cells_and_no_rosette(chancy):
+    """A near miss: two non-rosette vertices < NEAR_MISS_DISTANCE apart, >= 5 cells together, off every mask."""
+    from rosette_bmz.constants import NEAR_MISS_DISTANCE
+
+    truth = find_rosettes(chancy.clean_labels, cell_diameter=chancy.meta["cell_diameter"])
+    near = chancy.meta["near_misses"]
+    assert near == truth.near_misses and len(near) >= 3       # 16 px cells: they arise by chance
+    small = [v for v in truth.vertices if v["k"] < 5]
+    for n in near:
+        assert n["k"] >= 5 and 0 < n["distance"] < NEAR_MISS_DISTANCE
+        assert chancy.rosettes[int(round(n["y"])), int(round(n["x"]))] == 0
+        # the midpoint of two real vertices that far apart
+        d = sorted(np.hypot(v["y"] - n["y"], v["x"] - n["x"]) for v in small)
+        assert d[1] <= n["distance"] / 2 + 0.02
+    # brute force over all pairs gives the same list: none is left out
+    from rosette_bmz.metrics import decoy_radius
+
+    far = ndimage.distance_transform_edt(chancy.rosettes == 0)
+    radius = decoy_radius(chancy.meta)
+    pts = np.array([(v["y"], v["x"]) for v in small])
+    expected = []
+    for i in range(len(small)):
+        for j in range(i + 1, len(small)):
+            cells = (set(small[i]["cells"]) | set(small[j]["cells"])) - set(small[i]["central"]) \
+                - set(small[j]["central"])
+            y, x = (pts[i] + pts[j]) / 2
+            if np.hypot(*(pts[i] - pts[j])) < NEAR_MISS_DISTANCE and len(cells) >= 5 \
+                    and far[int(round(y)), int(round(x))] > radius + 1:
+                expected.append((round(float(y), 2), round(float(x), 2)))
+    assert sorted(expected) == sorted((n["y"], n["x"]) for n in near)
+
+
 @pytest.mark.parametrize("which", ["clean", "noisy"])
 def test_planted_rosette_multiplicity_from_labels(which, request):
     """Rosette cells are protected from merges, splits and drops: k can be read off ``labels``."""

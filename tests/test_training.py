@@ -139,6 +139,9 @@ def test_crop_kind_fractions():
     kinds = [choose_crop_kind(rng, 0.5, 0.2) for _ in range(4000)]
     assert kinds.count("hard") / 4000 == pytest.approx(0.2, abs=0.03)
     assert kinds.count("random") / 4000 == pytest.approx(0.3, abs=0.03)
+    kinds = [choose_crop_kind(rng, 0.4, 0.2, 0.2) for _ in range(4000)]
+    assert kinds.count("near_miss") / 4000 == pytest.approx(0.2, abs=0.03)
+    assert kinds.count("random") / 4000 == pytest.approx(0.2, abs=0.03)
 
 
 def test_centred_crops_have_a_rosette_pixel_at_the_centre():
@@ -160,6 +163,10 @@ def test_hard_negative_and_fallback_crops():
     img, msk, centre = sample_crop(s, 32, rng, "hard")
     assert centre == (30, 90)
     assert np.array_equal(img, s.image[14:46, 74:106])
+    s.near_misses = np.array([[70, 40]])
+    img, msk, centre = sample_crop(s, 32, rng, "near_miss")
+    assert centre == (70, 40)
+    assert np.array_equal(img, s.image[54:86, 24:56])
     empty = Sample("empty", s.image, np.zeros_like(s.mask), np.zeros_like(s.instances))
     img, msk, _ = sample_crop(empty, 32, rng, "centred")        # no rosette: falls back to random
     assert img.shape == (32, 32) and not msk.any()

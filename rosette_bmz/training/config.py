@@ -158,6 +158,12 @@ class DataConfig(_Strict):
     images' JSON). Not in the published recipe (0 there); the demo uses it to cut false positives on
     4-cell junctions. Images without known decoys fall back to random crops."""
 
+    near_miss_fraction: float = Field(0.0, ge=0, le=1)
+    """Fraction of crops centred on a known near miss (two vertices closer than 7 px, not merged,
+    with >= 5 cells together: no rosette by the rule, but the look-alike a detector confuses most;
+    :mod:`rosette_bmz.definition`, from the synthetic images' JSON). Images without known near
+    misses fall back to random crops."""
+
     samples_per_epoch: int = Field(200, ge=1)
     """Crops drawn per epoch (each epoch draws fresh random crops from the training images)."""
 
@@ -171,9 +177,10 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "DataConfig":
-        if self.centred_fraction + self.hard_negative_fraction > 1 + 1e-9:
+        if self.centred_fraction + self.hard_negative_fraction + self.near_miss_fraction > 1 + 1e-9:
             raise ValueError(f"centred_fraction ({self.centred_fraction}) + hard_negative_fraction "
-                             f"({self.hard_negative_fraction}) must not exceed 1")
+                             f"({self.hard_negative_fraction}) + near_miss_fraction ({self.near_miss_fraction}) "
+                             "must not exceed 1")
         return self
 
 

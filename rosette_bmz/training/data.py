@@ -54,6 +54,7 @@ class Sample:
     instances: np.ndarray
     kind: str = "outlines"
     decoys: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    near_misses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     decoy_meta: list = field(default_factory=list)
     decoy_radius: float = DEFAULT_DECOY_RADIUS
     rosette_pixels: np.ndarray = field(init=False, repr=False)
@@ -87,8 +88,8 @@ def _instances_from_mask(mask: np.ndarray) -> np.ndarray:
     return label(mask > 0, connectivity=2).astype(np.int32)
 
 
-def _decoys_from_meta(meta: dict) -> np.ndarray:
-    pts = [(int(round(d["y"])), int(round(d["x"]))) for d in (meta or {}).get("decoys", [])]
+def _points_from_meta(meta: dict, key: str = "decoys") -> np.ndarray:
+    pts = [(int(round(d["y"])), int(round(d["x"]))) for d in (meta or {}).get(key, [])]
     return np.asarray(pts, dtype=np.int64).reshape(-1, 2)
 
 
@@ -98,7 +99,8 @@ def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: d
 
     inst = np.asarray(rosettes).astype(np.int32)
     return Sample(name=name, image=image, mask=(inst > 0).astype(np.uint8), instances=inst, kind="outlines",
-                  decoys=_decoys_from_meta(meta), decoy_meta=list((meta or {}).get("decoys", [])),
+                  decoys=_points_from_meta(meta), near_misses=_points_from_meta(meta, "near_misses"),
+                  decoy_meta=list((meta or {}).get("decoys", [])),
                   decoy_radius=float(decoy_radius(meta)))
 
 
@@ -278,13 +280,16 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> 
 
 
 # ----------------------------------------------------------------------------- crops
-def choose_crop_kind(rng: np.random.Generator, centred_fraction: float, hard_negative_fraction: float) -> str:
-    """``centred`` (on a rosette pixel), ``hard`` (on a hard negative) or ``random``."""
+def choose_crop_kind(rng: np.random.Generator, centred_fraction: float, hard_negative_fraction: float,
+                     near_miss_fraction: float = 0.0) -> str:
+    """``centred`` (on a rosette pixel), ``hard`` (on a 4-cell junction), ``near_miss`` or ``random``."""
     u = rng.random()
     if u < centred_fraction:
         return "centred"
     if u < centred_fraction + hard_negative_fraction:
         return "hard"
+    if u < centred_fraction + hard_negative_fraction + near_miss_fraction:
+        return "near_miss"
     return "random"
 
 
@@ -300,8 +305,9 @@ def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str =
     """Cut a ``size`` x ``size`` crop of image and mask.
 
     ``kind="centred"``: the crop is centred on a random rosette pixel (shifted only where it
-    would leave the image); ``"hard"``: on a random hard negative; ``"random"``: uniform.
-    Falls back to ``random`` when the image has no rosette / hard negative. Images smaller
+    would leave the image); ``"hard"``: on a random hard negative (4-cell junction);
+    ``"near_miss"``: on a random near miss (:mod:`rosette_bmz.definition`); ``"random"``:
+    uniform. Falls back to ``random`` when the image has none of the kind asked for. Images smaller
     than ``size`` are zero-padded (bottom/right). Returns (image crop, mask crop, centre
     (y, x) in image coordinates).
     """
@@ -310,8 +316,8 @@ def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str =
     if kind == "centred" and sample.rosette_pixels.size:
         flat = int(sample.rosette_pixels[rng.integers(sample.rosette_pixels.size)])
         centre = divmod(flat, w)
-    elif kind == "hard" and len(sample.decoys):
-        cy, cx = sample.decoys[rng.integers(len(sample.decoys))]
+    elif kind in ("hard", "near_miss") and len(pts := sample.decoys if kind == "hard" else sample.near_misses):
+        cy, cx = pts[rng.integers(len(pts))]
         centre = (int(np.clip(cy, 0, h - 1)), int(np.clip(cx, 0, w - 1)))
     H, W = max(h, size), max(w, size)
     if centre is None:
@@ -376,7 +382,7 @@ class CropSampler:
         if self.replay and rng.random() < d.replay.fraction:
             pool = self.replay
         sample = pool[int(rng.integers(len(pool)))]
-        kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction)
+        kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction, d.near_miss_fraction)
         img, msk, _ = sample_crop(sample, d.crop_size, rng, kind)
         if self.augment is not None:
             out = self.augment(image=img, mask=msk)
