@@ -16,8 +16,9 @@ from rosette_bmz.export import HALO, PACKAGE_DIR, ExportError, build_test_data, 
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = demo_checkpoint()
-#: Files computed from the model's output on this CPU: compared numerically across machines.
-OUTPUT_DERIVED = ("test_output.npy", "sample_output.tif", "cover.png")
+#: Files computed on this CPU: compared numerically across machines. The ONNX file is one of them:
+#: the exporter folds batch norm into the convolutions, and another CPU rounds that product differently.
+OUTPUT_DERIVED = ("test_output.npy", "sample_output.tif", "cover.png", "weights.onnx")
 
 
 def _save(state, path: Path, metadata: dict | None = None) -> Path:
@@ -305,12 +306,29 @@ def test_published_layout_exports_and_passes(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the committed package
+def _same_onnx(a: bytes, b: bytes) -> bool:
+    """Same graph, opset and tensor names; initialisers equal to float32 rounding (rel. 1e-6)."""
+    import onnx
+    from onnx import numpy_helper
+
+    ma, mb = onnx.load_from_string(a), onnx.load_from_string(b)
+    wa = {t.name: numpy_helper.to_array(t) for t in ma.graph.initializer}
+    wb = {t.name: numpy_helper.to_array(t) for t in mb.graph.initializer}
+    if list(ma.graph.node) != list(mb.graph.node) or list(ma.opset_import) != list(mb.opset_import) \
+            or list(ma.graph.input) != list(mb.graph.input) or list(ma.graph.output) != list(mb.graph.output) \
+            or wa.keys() != wb.keys():
+        return False
+    return all(wa[k].shape == wb[k].shape and wa[k].dtype == wb[k].dtype
+               and np.allclose(wa[k], wb[k], rtol=1e-6, atol=1e-6 * float(np.abs(wa[k]).max(initial=0)))
+               for k in wa)
+
+
 def compare_packages(expected: Path, actual: Path) -> list[str]:
     """Differences between two exports (rdf.yaml + model_package/).
 
-    Everything must be byte-identical, except files computed from the model's output (and their
-    sha256 in the rdf), which another CPU may reproduce only to the last bits: those are compared
-    numerically (1e-5; cover colours within 2 levels).
+    Everything must be byte-identical, except files computed on the CPU (and their sha256 in the
+    rdf), which another CPU may reproduce only to the last bits: those are compared numerically
+    (outputs 1e-5; cover colours within 2 levels; ONNX graph identical, weights rel. 1e-6).
     """
     import tifffile
     from PIL import Image
@@ -333,6 +351,8 @@ def compare_packages(expected: Path, actual: Path) -> list[str]:
             elif name.endswith(".tif"):
                 x, y = tifffile.imread(io.BytesIO(a)), tifffile.imread(io.BytesIO(b))
                 ok = x.shape == y.shape and np.allclose(x, y, atol=1e-5, rtol=0)
+            elif name.endswith(".onnx"):
+                ok = _same_onnx(a, b)
             else:
                 x = np.asarray(Image.open(io.BytesIO(a)).convert("RGB"), dtype=int)
                 y = np.asarray(Image.open(io.BytesIO(b)).convert("RGB"), dtype=int)
@@ -383,6 +403,19 @@ def test_compare_packages_detects_changes(exported, tmp_path):
     shutil.copy(exported.parent / PACKAGE_DIR / "test_output.npy", copy / PACKAGE_DIR / "test_output.npy")
     (copy / PACKAGE_DIR / "weights.pt").write_bytes(b"x")
     assert f"{PACKAGE_DIR}/weights.pt differs" in compare_packages(exported.parent, copy)
+    shutil.copy(exported.parent / PACKAGE_DIR / "weights.pt", copy / PACKAGE_DIR / "weights.pt")
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(copy / PACKAGE_DIR / "weights.onnx")
+    w = model.graph.initializer[0]
+    x = numpy_helper.to_array(w)
+    w.CopyFrom(numpy_helper.from_array(np.nextafter(x, np.float32(np.inf)), w.name))  # last bit: tolerated
+    onnx.save(model, copy / PACKAGE_DIR / "weights.onnx")
+    assert compare_packages(exported.parent, copy) == []
+    w.CopyFrom(numpy_helper.from_array(x + 1e-3 * np.abs(x).max(), w.name))
+    onnx.save(model, copy / PACKAGE_DIR / "weights.onnx")
+    assert compare_packages(exported.parent, copy) == [f"{PACKAGE_DIR}/weights.onnx differs"]
 
 
 @pytest.mark.slow
