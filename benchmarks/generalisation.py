@@ -63,8 +63,7 @@ def split_recall(items, probs: dict[str, np.ndarray]) -> dict[str, int]:
     return out
 
 
-def run_set(name: str, data: Path, n: int, size: int, predictor, mode: str, tta: bool = False,
-            cell_diameter: str | None = None) -> dict:
+def run_set(name: str, data: Path, n: int, size: int, predictor, mode: str, tta: bool = False) -> dict:
     t0 = time.perf_counter()
     write_dataset(data, n=n, size=size, seed=0, world=name, progress=False)
     t_gen = time.perf_counter() - t0
@@ -74,7 +73,7 @@ def run_set(name: str, data: Path, n: int, size: int, predictor, mode: str, tta:
     lookup = {it.outlines.tobytes(): it.name for it in items}
 
     def predict_fn(x: np.ndarray) -> np.ndarray:
-        prob = predict(x, predictor, mode=mode, tta=tta, cell_diameter=cell_diameter)
+        prob = predict(x, predictor, mode=mode, tta=tta)
         probs[lookup[(x[1] > 0).astype(items[0].outlines.dtype).tobytes()]] = prob
         return prob
 
@@ -137,8 +136,6 @@ def main(argv=None) -> int:
     ap.add_argument("--copy-to", default=str(ROOT / "training" / "demo"), help="also copy both files here ('' = no)")
     ap.add_argument("--keep", default=None, help="keep the generated datasets in this folder")
     ap.add_argument("--tta", action="store_true", help="model with test-time augmentation (8 rotations / flips)")
-    ap.add_argument("--cell-diameter", default=None,
-                    help="'auto' or px: resample each image to 24 px cells first (predict(..., cell_diameter=))")
     ap.add_argument("--note", default="", help="a sentence about the model, appended to the table's description")
     args = ap.parse_args(argv)
 
@@ -151,8 +148,7 @@ def main(argv=None) -> int:
     try:
         for name in sets:
             t0 = time.perf_counter()
-            results[name] = run_set(name, work / name, args.n, args.size, predictor, args.mode, args.tta,
-                                    args.cell_diameter)
+            results[name] = run_set(name, work / name, args.n, args.size, predictor, args.mode, args.tta)
             m, b = results[name]["model"], results[name]["baseline"]
             print(f"{name:12s} rosettes {m['n_rosettes']:5d}  recall model {_pct(m['event_recall'])} / baseline "
                   f"{_pct(b['event_recall'])}  precision {_pct(m['event_precision'])} / {_pct(b['event_precision'])}"
@@ -168,7 +164,6 @@ def main(argv=None) -> int:
           f"`benchmarks/generalisation.py` ({stamp}): per set {args.n} synthetic images of {args.size}² "
           f"(`rosette-bmz synth --world NAME --seed 0`), model `{model_name}` ({args.backend} backend, "
           f"{args.mode} tiling" + (", test-time augmentation: mean of the 8 rotations / flips" if args.tta else "")
-          + (f", cells resampled to 24 px (cell diameter {args.cell_diameter})" if args.cell_diameter else "")
           + ") / baseline (vertex multiplicity on the outlines). Ground truth: the one "
           "rosette definition on the clean tiling (docs/metrics.md, \"What a rosette is\"): planted and "
           "chance rosettes alike; decoys are the 4-cell junctions away from rosettes. Each cell reads "
@@ -178,8 +173,7 @@ def main(argv=None) -> int:
           "training world of `rosette_bmz/worlds.py`." + (f" {args.note}" if args.note else "") + "\n\n"
           + table(results) + "\n")
     report = {"generated": stamp, "script": "benchmarks/generalisation.py", "model": model_name,
-              "backend": args.backend, "mode": args.mode, "tta": args.tta, "cell_diameter": args.cell_diameter,
-              "n_images": args.n, "size": args.size,
+              "backend": args.backend, "mode": args.mode, "tta": args.tta, "n_images": args.n, "size": args.size,
               "machine": {"cpu": cpu_model(), "python": platform.python_version()},
               "sets": results, "table_markdown": md}
     out = Path(args.out)

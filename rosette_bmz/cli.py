@@ -61,7 +61,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                      threshold=args.threshold, min_size=args.min_size, overlay=args.overlay,
                                      quantities=not args.no_quantities, pixel_size=args.pixel_size, pad=args.pad,
                                      border=args.border, chunk=args.chunk, progress=True, tta=args.tta,
-                                     cell_diameter=args.cell_diameter, on_result=report)
+                                     on_result=report)
     else:
         from .runner import load_predictor, predict_files
 
@@ -72,7 +72,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                     mode=args.mode, tile=args.tile, batch=args.batch, threshold=args.threshold,
                                     min_size=args.min_size, overlay=args.overlay, progress=True,
                                     quantities=not args.no_quantities, pixel_size=args.pixel_size,
-                                    tta=args.tta, cell_diameter=args.cell_diameter, on_result=report)
+                                    tta=args.tta, on_result=report)
         finally:
             predictor.close()
     ok = [r for r in results if r.ok]
@@ -256,10 +256,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the 8 rotations / flips of each image (8x the time; "
                         "fewer false proposals on ambiguous junctions)")
-    p.add_argument("--cell-diameter", default=None, metavar="auto|PX",
-                   help="resample each image so its cells measure 24 px (the network's training range is 14-40 px): "
-                        "'auto' measures the cells (Cellpose-style diameter), or give it in pixels; "
-                        "default: the image as it is")
     p.add_argument("--dask", default=None, metavar="CLUSTER",
                    help="run on dask.distributed: local:N (N worker processes on this machine) or "
                         "tcp://HOST:PORT (a running scheduler); one task per image, images over 4096² chunked "

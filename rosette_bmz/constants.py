@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
-           "NEAR_MISS_DISTANCE", "MODEL_CELL_DIAMETER", "RESCALE_TOLERANCE",
+           "NEAR_MISS_DISTANCE",
            "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "PRECISIONS"]
 
 #: Height and width of a network input must be multiples of this (four 2x poolings).
@@ -101,11 +101,3 @@ EVAL_TRUTHS: tuple[str, ...] = ("files", "labels")
 
 #: Training arithmetic (``optim.precision`` of a training config, ``rosette-bmz train --precision``).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-
-#: Cell diameter (px, hexagonal centre spacing) that ``--cell-diameter`` resamples an input to:
-#: the middle of the demo weights' training range (14-40 px, ``rosette_bmz.worlds``) and the
-#: generator's default (docs/metrics.md, "Cell size").
-MODEL_CELL_DIAMETER = 24.0
-
-#: Cells within this factor of MODEL_CELL_DIAMETER are left as they are (no resampling).
-RESCALE_TOLERANCE = 1.25

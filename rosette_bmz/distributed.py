@@ -652,7 +652,7 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                        min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, stream_pixels: int = STREAM_PIXELS,
                        quantities: bool = True, pixel_size: float | None = None, pad: str | None = None,
                        context: int | None = None, border: int | None = None, chunk: int = DEFAULT_CHUNK,
-                       progress: bool = False, tta: bool = False, cell_diameter: float | str | None = None,
+                       progress: bool = False, tta: bool = False,
                        on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """:func:`rosette_bmz.runner.predict_files` on a dask cluster: same arguments, same outputs.
 
@@ -662,8 +662,8 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
     cluster into ``<stem>_prob.ome.zarr`` + ``<stem>_rosettes.csv`` (halo mode only). A bad
     file is a failed :class:`FileResult` (one error line) and the others complete; a broken
     model (:class:`~rosette_bmz.errors.ModelError`) stops the run. Returns one result per
-    input, in order. ``tta`` (8 rotations / flips averaged) and ``cell_diameter`` (resampling to the
-    network's cell size) apply to the one-task images; chunked ones are predicted once as they are (logged).
+    input, in order. ``tta`` (8 rotations / flips averaged) applies to the one-task images; chunked
+    ones are predicted once (logged).
     """
     _check_args(input_kind, chunk)
     run = FolderRun(inputs, out_dir, on_result)
@@ -677,8 +677,7 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
         raise InputError(f"{large[0]}: images over {stream_pixels} px are chunked on dask in halo mode only "
                          f"(got mode {mode!r})")
     kwargs = dict(mode=mode, tile=tile, batch=batch, threshold=threshold, min_size=min_size, overlay=overlay,
-                  progress=False, stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size, tta=tta,
-                  cell_diameter=cell_diameter)
+                  progress=False, stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size, tta=tta)
     if not files:
         return list(failed)
     _model_path(model, threads)
@@ -692,9 +691,9 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                        for f in small}
             geometry = client.submit(_geometry_task, spec, pure=False).result() if large else None
             for f in large:
-                if overlay or quantities or tta or cell_diameter is not None:
-                    log.info("%s: chunked on dask; overlay, rosette quantities, test-time augmentation and cell-size "
-                             "resampling need the whole image and are skipped", f)
+                if overlay or quantities or tta:
+                    log.info("%s: chunked on dask; overlay, rosette quantities and test-time augmentation need "
+                             "the whole image and are skipped", f)
                 try:
                     r = _predict_large(client, spec, f, input_kind, out, chunk=chunk, threshold=threshold,
                                        min_size=min_size, batch=batch, progress=progress, geometry=geometry)

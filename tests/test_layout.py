@@ -24,7 +24,7 @@ PKG = ROOT / "rosette_bmz"
 LAYERS = [
     ("", "errors", "constants", "files", "model", "inputs"),
     ("checkpoint", "convert", "proposals", "metrics", "baseline", "definition", "worlds", "synth", "quantities",
-     "summary", "rescale"),
+     "summary"),
     ("export",),
     ("runner",),
     ("training", "evaluate", "demo", "distributed", "napari"),

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..constants import BACKENDS, DEFAULT_HALO, DIVISOR, MODEL_CELL_DIAMETER, PAD_MODES, PUBLISHED_WINDOW
+from ..constants import BACKENDS, DEFAULT_HALO, DIVISOR, PAD_MODES, PUBLISHED_WINDOW
 from ..errors import ModelError
 from ..inputs import check_model_input
 from ..proposals import release
@@ -319,33 +319,9 @@ def predict_array(x: np.ndarray, predictor: Predictor, mode: str = "halo", tile:
     return predict_source(ArraySource(x), predictor, mode, tile, batch, progress, out, desc=desc, pad=pad)
 
 
-def predict_rescaled(x: np.ndarray, predictor: Predictor, cell_diameter: float | str, mode: str = "halo",
-                     tile: int | None = None, batch: int | None = None, progress: bool | Any = False,
-                     out: np.ndarray | None = None, pad: str | None = None, tta: bool = False) -> np.ndarray:
-    """:func:`predict_array` on the input resampled so its cells measure
-    :data:`~rosette_bmz.constants.MODEL_CELL_DIAMETER` px (``cell_diameter``: ``"auto"`` or px),
-    the probability resampled back to the input's ``H x W``. Within
-    :data:`~rosette_bmz.constants.RESCALE_TOLERANCE` of it, the input is used as it is."""
-    from ..inputs import channels_from_foreground, check_size
-    from ..rescale import resample_outlines, resample_probability, resolve_cell_diameter, scale_factor
-
-    lines = x[1] > 0
-    factor = scale_factor(resolve_cell_diameter(cell_diameter, lines))
-    if factor == 1.0:
-        return predict_array(x, predictor, mode, tile, batch, progress, out, pad=pad, tta=tta)
-    scaled = channels_from_foreground(resample_outlines(lines, factor))
-    check_size(scaled.shape, f"input resampled x{factor:.2f} to {MODEL_CELL_DIAMETER:g} px cells")
-    log.info("cells resampled by x%.2f to %g px", factor, MODEL_CELL_DIAMETER)
-    prob = predict_array(scaled, predictor, mode, tile, batch, progress, pad=pad, tta=tta)
-    if out is None:
-        out = np.empty(x.shape[-2:], dtype=np.float32)
-    out[...] = resample_probability(prob, x.shape[-2:])
-    return out
-
-
 def predict(x: np.ndarray, predictor: Predictor | Any, mode: str = "halo", tile: int | None = None,
             batch: int | None = None, progress: bool = False, out: np.ndarray | None = None,
-            pad: str | None = None, tta: bool = False, cell_diameter: float | str | None = None) -> np.ndarray:
+            pad: str | None = None, tta: bool = False) -> np.ndarray:
     """Rosette probability (H, W) float32 for a (2, H, W) input of any size.
 
     ``predictor``: from :func:`load_predictor` (or anything it accepts: rdf.yaml,
@@ -357,17 +333,12 @@ def predict(x: np.ndarray, predictor: Predictor | Any, mode: str = "halo", tile:
     to write into. ``pad``: how halo mode pads the image border (``constant`` = zeros,
     ``symmetric``, ``reflect``; default the predictor's, see :func:`load_predictor`).
     ``tta``: average over the 8 rotations / flips (:func:`predict_tta`; 8x the time).
-    ``cell_diameter``: ``None`` (default: the image as it is), ``"auto"`` (measured) or the cells'
-    diameter in px: cells more than 1.25x off the network's 24 px are resampled to 24 px, and the
-    probability back to ``H x W`` (:mod:`rosette_bmz.rescale`).
     """
     owned = not isinstance(predictor, Predictor)
     if owned:
         predictor = load_predictor(predictor, "onnx" if isinstance(predictor, (str, os.PathLike)) else "torch")
     try:
         x = check_model_input(x, predictor.in_channels)
-        if cell_diameter is not None:
-            return predict_rescaled(x, predictor, cell_diameter, mode, tile, batch, progress, out, pad, tta)
         return predict_array(x, predictor, mode, tile, batch, progress, out, pad=pad, tta=tta)
     finally:
         if owned:

@@ -34,7 +34,7 @@ from ..proposals import find_proposals, release, write_csv, write_overlay, write
 from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
 from ..summary import (SUMMARY_CSV, SUMMARY_SUFFIX, find_image_summaries, read_image_summary, write_image_summary,
                        write_summary_csv)
-from .engine import Predictor, load_predictor, predict_array, predict_rescaled, predict_source
+from .engine import Predictor, load_predictor, predict_array, predict_source
 from .sources import ArraySource, RawSource
 from .tiling import ACTIVATION_BUDGET
 
@@ -153,8 +153,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                  mode: str = "halo", tile: int | None = None, batch: int | None = None, threshold: float = THRESHOLD,
                  min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, progress: bool | Any = False,
                  stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
-                 pixel_size: float | None = None, tta: bool = False,
-                 cell_diameter: float | str | None = None) -> FileResult:
+                 pixel_size: float | None = None, tta: bool = False) -> FileResult:
     """Predict one file and write ``<stem>_prob.tif``, ``_rosettes.tif``, ``_rosettes.csv`` (+ overlay).
 
     With ``quantities`` (images held in memory), each proposal also gets its topology
@@ -163,8 +162,6 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
     are written under temporary names and renamed only when every one of them is complete,
     so a failure leaves nothing half-written. ``tta``: average the 8 rotations / flips
     (:func:`~rosette_bmz.runner.engine.predict_tta`; images held in memory only).
-    ``cell_diameter``: ``"auto"`` or px: resample to the network's cell size first
-    (:func:`~rosette_bmz.runner.engine.predict_rescaled`; images held in memory only).
     """
     import tifffile
 
@@ -190,9 +187,6 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
             log.info("%s: streamed from disk; rosette quantities need the whole image and are skipped", path)
         if streamed and tta:
             log.warning("%s: streamed from disk; test-time augmentation needs the whole image and is skipped", path)
-        if streamed and cell_diameter is not None:
-            log.warning("%s: streamed from disk; resampling to the network's cell size needs the whole image and "
-                        "is skipped", path)
         quantities = quantities and not streamed
         finals = {"prob": out_dir / f"{stem}_prob.tif", "labels": out_dir / f"{stem}_rosettes.tif",
                   "csv": out_dir / f"{stem}_rosettes.csv"}
@@ -220,13 +214,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 x = build_input(raw, input_kind, name=name)
                 check_size(x.shape, name)
                 H, W = x.shape[-2:]
-                if cell_diameter is None:
-                    prob = predict_array(x, predictor, mode, tile, batch, progress, None, desc=path.name, tta=tta)
-                else:
-                    from ..rescale import resolve_cell_diameter
-
-                    prob = predict_rescaled(x, predictor, resolve_cell_diameter(cell_diameter, x[1] > 0, name),
-                                            mode, tile, batch, progress, pad=None, tta=tta)
+                prob = predict_array(x, predictor, mode, tile, batch, progress, None, desc=path.name, tta=tta)
                 labels, rows = find_proposals(prob, threshold, min_size)
                 write_tiff(tmps["prob"], prob)
                 write_tiff(tmps["labels"], labels)
@@ -366,7 +354,7 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
                   tile: int | None = None, batch: int | None = None, threads: int | None = None,
                   threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False,
                   progress: bool = False, stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
-                  pixel_size: float | None = None, tta: bool = False, cell_diameter: float | str | None = None,
+                  pixel_size: float | None = None, tta: bool = False,
                   on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """Predict every image in ``inputs`` (files and/or folders) into ``out_dir``.
 
@@ -390,7 +378,7 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
             r = predict_file_safely(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
                                     threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
                                     stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size,
-                                    tta=tta, cell_diameter=cell_diameter)
+                                    tta=tta)
             report(r, tick=True)
     finally:
         if owned:
