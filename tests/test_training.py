@@ -119,6 +119,21 @@ def test_published_config_is_the_recipe():
     assert load_config("world").data.synth.world == "train"
 
 
+def test_train_help_names_every_shipped_config():
+    from rosette_bmz.cli import build_parser
+    from rosette_bmz.training.config import CONFIG_DIR
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    (config,) = [a for a in train._actions if a.dest == "config"]
+    import re
+
+    shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    named = set(re.findall(r"[A-Za-z0-9_]+", config.help))
+    assert shipped and set(shipped) <= named, (shipped, config.help)
+    for name in shipped:
+        load_config(name)
+
+
 def test_config_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {lr: 1.0e-4, batchsize: 4}\n")
