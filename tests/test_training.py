@@ -114,8 +114,6 @@ def test_published_config_is_the_recipe():
     a = cfg.augment
     assert (a.elastic_alpha, a.elastic_sigma, tuple(a.affine_scale), a.affine_translate, a.affine_rotate) == \
         (120, 6, (0.9, 1.1), 0.1, 15)
-    for name in ("demo.yaml", "demo_stage1.yaml", "finetune.yaml", "world.yaml"):
-        load_config(name)   # the shipped configs validate
     assert load_config("world").data.synth.world == "train"
 
 
@@ -131,7 +129,7 @@ def test_train_help_names_every_shipped_config():
     named = set(re.findall(r"[A-Za-z0-9_]+", config.help))
     assert shipped and set(shipped) <= named, (shipped, config.help)
     for name in shipped:
-        load_config(name)
+        load_config(name)   # every shipped config validates
 
 
 def test_config_errors_are_one_line(tmp_path):
