@@ -427,7 +427,7 @@ def bench_processes(rdf: Path, size: int, rounds: int, tmp: Path, seed: int) -> 
 
 #: What ``rosette-bmz predict`` has imported when it starts loading the model (checked: no
 #: scipy, onnxruntime, tifffile or yaml yet).
-STARTUP_IMPORTS = "import rosette_bmz.cli, rosette_bmz.runner, tqdm.auto"
+STARTUP_IMPORTS = "import rosette_bmz.cli, rosette_bmz.runner"   # tqdm comes in a thread while the model loads
 
 
 def bench_startup(rounds: int = 7) -> dict:

@@ -14,9 +14,8 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .constants import BACKENDS, DASK_CHUNK, EVAL_TRUTHS, INPUT_KINDS, PAD_MODES, PRECISIONS
+from .constants import BACKENDS, DASK_CHUNK, EVAL_TRUTHS, GROUPINGS, INPUT_KINDS, PAD_MODES, PRECISIONS
 from .errors import RosetteError
-from .summary import GROUPINGS
 
 #: Errors a user can fix besides :class:`~rosette_bmz.errors.RosetteError`: printed as one line.
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError)
@@ -45,10 +44,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     def report(r) -> None:
         if not r.ok:
+            from tqdm.auto import tqdm   # not before the model loads: start-up (issue 18)
+
             tqdm.write(f"error: {r.error}", file=sys.stderr)
 
     if args.dask:

@@ -11,7 +11,8 @@ __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
            "NEAR_MISS_DISTANCE",
-           "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "PRECISIONS"]
+           "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "PRECISIONS",
+           "SUMMARY_SUFFIX", "SUMMARY_CSV", "GROUPINGS"]
 
 #: Height and width of a network input must be multiples of this (four 2x poolings).
 DIVISOR = 16
@@ -101,3 +102,10 @@ EVAL_TRUTHS: tuple[str, ...] = ("files", "labels")
 
 #: Training arithmetic (``optim.precision`` of a training config, ``rosette-bmz train --precision``).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+#: A run directory holds one ``<name>`` + this per image (the per-image rosette summary).
+SUMMARY_SUFFIX = "_summary.json"
+#: The per-run table, one row per image.
+SUMMARY_CSV = "summary.csv"
+#: Ways ``rosette-bmz summarize`` groups images into conditions (``--by``).
+GROUPINGS: tuple[str, ...] = ("folder", "run")

@@ -61,6 +61,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .constants import GROUPINGS, SUMMARY_CSV, SUMMARY_SUFFIX
 from .errors import SummaryError
 from .files import atomic_path
 
@@ -70,10 +71,6 @@ __all__ = ["SummaryError", "FORMAT", "VERSION", "SUMMARY_SUFFIX", "SUMMARY_CSV",
 
 FORMAT = "rosette-bmz-image-summary"
 VERSION = 1
-#: A run directory holds one ``<name>`` + this per image.
-SUMMARY_SUFFIX = "_summary.json"
-#: The per-run table, one row per image.
-SUMMARY_CSV = "summary.csv"
 #: The k bins of the tables and the figure: (column suffix, label, lowest k, highest k).
 K_BINS = (("lt5", "<5", 0, 4), ("5", "5", 5, 5), ("6", "6", 6, 6), ("7", "7", 7, 7), ("8plus", "8+", 8, None))
 _SCALARS = ("image", "input_kind", "n_cells", "n_cells_at_edge", "tissue_area_px", "pixel_size_um", "tissue_area_um2",
@@ -89,8 +86,6 @@ CONDITION_COLUMNS = (("condition", "n_images", "n_cells", "n_rosettes", "n_roset
                      + ("percent_cells_in_rosette_mean", "percent_cells_in_rosette_sd")
                      + ("n_vertex", "n_extrusion", "percent_extrusion")
                      + tuple(f"k_{b[0]}" for b in K_BINS) + tuple(f"pct_k_{b[0]}" for b in K_BINS))
-#: Ways :func:`summarize_runs` groups images into conditions.
-GROUPINGS = ("folder", "run")
 
 
 # ----------------------------------------------------------------------------- per image

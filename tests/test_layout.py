@@ -166,6 +166,17 @@ def test_cli_help_is_instant_and_imports_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
+def test_predict_imports_nothing_it_can_defer_before_the_model_loads():
+    """What `rosette-bmz predict` imports before the model loads (issue 18's start-up): besides the
+    heavy libraries, neither the progress bars (tqdm: importlib.metadata, asyncio) nor the rosette
+    quantities (+ baseline); they come in background threads or after the network."""
+    code = ("import sys; import rosette_bmz.cli, rosette_bmz.runner; "
+            "late = [m for m in ('torch', 'onnxruntime', 'bioimageio.core', 'scipy', 'skimage', 'tqdm', "
+            "'rosette_bmz.quantities', 'rosette_bmz.baseline') if m in sys.modules]; print(late)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_wheel_holds_one_package_and_exports_from_outside_the_repo(tmp_path):
     """`pip wheel .` -> one top-level package with every file the code opens; installed (not

@@ -26,14 +26,12 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..constants import IMAGE_SUFFIXES, INPUT_KINDS, MIN_PROPOSAL_SIZE, THRESHOLD, ZARR_SUFFIX
+from ..constants import (IMAGE_SUFFIXES, INPUT_KINDS, MIN_PROPOSAL_SIZE, SUMMARY_CSV, SUMMARY_SUFFIX, THRESHOLD,
+                         ZARR_SUFFIX)
 from ..errors import InputError, ModelError, OutputError
 from ..files import atomic_paths, temp_name
 from ..inputs import build_input, check_size, check_values, is_zarr, open_zarr, read_image, squeeze
 from ..proposals import find_proposals, release, write_csv, write_overlay, write_tiff
-from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
-from ..summary import (SUMMARY_CSV, SUMMARY_SUFFIX, find_image_summaries, read_image_summary, write_image_summary,
-                       write_summary_csv)
 from .engine import Predictor, load_predictor, predict_array, predict_source
 from .sources import ArraySource, RawSource
 from .tiling import ACTIVATION_BUDGET
@@ -219,6 +217,9 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 write_tiff(tmps["prob"], prob)
                 write_tiff(tmps["labels"], labels)
             if quantities:
+                from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
+                from ..summary import write_image_summary
+
                 cells = cells_for(raw, input_kind, name=name)
                 rows = describe_proposals(labels, rows, cells)
                 summary = image_summary(cells, rows, pixel_size, name=stem)
@@ -238,20 +239,24 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
 
 #: What the steps after the network import (proposals; quantities), fetched in the background.
 _AFTER_NETWORK = ("scipy.ndimage",)
-_AFTER_NETWORK_QUANTITIES = ("skimage.morphology", "scipy.spatial", "scipy.sparse.csgraph")
+_AFTER_NETWORK_QUANTITIES = ("rosette_bmz.quantities", "skimage.morphology", "scipy.spatial", "scipy.sparse.csgraph")
+#: The progress bars' library (tqdm pulls in importlib.metadata and asyncio: 0.1 s on a slow start).
+_PROGRESS = ("tqdm.auto",)
 
 
-def prefetch_imports(quantities: bool = True) -> threading.Thread:
+def prefetch_imports(quantities: bool = True, names: tuple[str, ...] | None = None) -> threading.Thread:
     """Import what proposals (and quantities) need in a background thread, while the network runs.
 
     scipy's import costs a few tenths of a second of one core before the first pixel is
     labelled; onnxruntime and torch release the GIL while they compute, so the import overlaps
     the first image's inference instead of following it. Call it after the model is loaded
     (its imports are done by then; concurrent imports of one module only wait on each other).
+    ``names``: import these instead (e.g. the progress bar's library while the model loads).
     """
     import importlib
 
-    names = _AFTER_NETWORK + (_AFTER_NETWORK_QUANTITIES if quantities else ())
+    if names is None:
+        names = _AFTER_NETWORK + (_AFTER_NETWORK_QUANTITIES if quantities else ())
 
     def fetch() -> None:
         for n in names:
@@ -345,6 +350,8 @@ class FolderRun:
 
     def finish(self) -> list[FileResult]:
         if any(r.ok and r.summary for r in self.results):   # every summary in the folder, earlier runs too
+            from ..summary import find_image_summaries, read_image_summary, write_summary_csv
+
             write_summary_csv(self.out / SUMMARY_CSV, [read_image_summary(p) for p in find_image_summaries(self.out)])
         return self.results
 
@@ -369,6 +376,8 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
     run = FolderRun(inputs, out_dir, on_result)
     files, report = run.files, run.report
     owned = not isinstance(model, Predictor)
+    if files and progress and owned:
+        prefetch_imports(names=_PROGRESS)    # while onnxruntime builds its session
     predictor = load_predictor(model, backend, threads) if owned else model
     if files:
         prefetch_imports(quantities)
