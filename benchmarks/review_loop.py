@@ -75,11 +75,22 @@ def corrections(folder: Path, n: int) -> Path:
     return folder
 
 
-def one_round(n: int, work: Path, quick: bool, init: Path, old_world: dict | str) -> dict:
+def one_round(n: int, work: Path, quick: bool, init: Path, old_world: dict | str, changes: dict | None = None) -> dict:
+    from rosette_bmz.training.config import TrainConfig
     from rosette_bmz.training.train import resolve_config, train
 
     corr = corrections(work / f"corr{n}", n)
     cfg, _ = resolve_config("review", init=str(init), images=str(corr), masks=str(corr), out=str(work / f"run{n}"))
+    if changes:   # --set: review.yaml variants, validated like a config file
+        raw = cfg.model_dump()
+        for key, value in changes.items():
+            *parents, leaf = key.split(".")
+            node = raw
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        cfg = TrainConfig.model_validate(raw)
+        ROUND_CONFIG["changes"] = changes
     cfg.threads = 2
     if quick:
         cfg.optim.epochs = 1
@@ -149,7 +160,18 @@ def main(argv=None) -> None:
     ap.add_argument("--init", type=Path, default=DEMO,
                     help="weights the rounds start from (default the shipped demo weights); the old world is "
                          "the one they were trained on, read off their sidecar")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a review.yaml setting for these rounds, e.g. --set data.near_miss_fraction=0.2 "
+                         "(value read as YAML; repeatable)")
     args = ap.parse_args(argv)
+    import yaml
+
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: need KEY=VALUE")
+        changes[key.strip()] = yaml.safe_load(value)
     from rosette_bmz.training.config import ReplayConfig
     from rosette_bmz.training.data import replay_world
 
@@ -167,7 +189,7 @@ def main(argv=None) -> None:
     print("shipped", results["shipped"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(v) for v in args.rounds.split(",")]:
-            r = one_round(n, Path(tmp), args.quick, args.init, old_world)
+            r = one_round(n, Path(tmp), args.quick, args.init, old_world, changes)
             r["forgetting"] = {k: round(results["shipped"]["old_world"][k] - r["old_world"][k], 4)
                                for k in ("recall", "precision")}
             results["rounds"].append(r)

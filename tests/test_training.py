@@ -188,6 +188,27 @@ def test_hard_negative_and_fallback_crops():
     assert img.shape == (64, 64) and not img[40:].any() and not img[:, 50:].any()
 
 
+def test_folder_images_get_hard_negatives_from_their_outlines(tmp_path):
+    """A reviewer's corrections carry no generator JSON: their 4-cell junctions and near misses are
+    read off the outlines by the definition, and none lies on the annotated rosettes."""
+    from rosette_bmz.synth import generate
+    from rosette_bmz.training.data import load_samples
+
+    g = generate(256, seed=4, cell_diameter=18, noise=0.0)
+    tifffile.imwrite(tmp_path / "a_outlines.tif", (g.outlines > 0).astype(np.uint8) * 255)
+    tifffile.imwrite(tmp_path / "a_rosettes.tif", g.rosettes.astype(np.uint16))
+    cfg = load_config("review.yaml", {"data.images": str(tmp_path), "data.masks": str(tmp_path)}).data
+    (s,) = load_samples(cfg)
+    assert len(s.decoys) >= 10 and len(s.near_misses) >= 1
+    assert not s.mask[s.decoys[:, 0], s.decoys[:, 1]].any()
+    # the generator's own 4-cell junctions are found: most lie within 3 px of one read off the outlines
+    truth = np.array([(d["y"], d["x"]) for d in g.meta["decoys"] if d.get("kind") == "four_cell"])
+    dist = np.sqrt(((truth[:, None, :] - s.decoys[None]) ** 2).sum(-1)).min(1)
+    assert np.mean(dist <= 3) >= 0.8
+    rng = np.random.default_rng(0)
+    assert sample_crop(s, 64, rng, "hard")[2] in {tuple(p) for p in s.decoys}
+
+
 def test_augmentation_is_identical_for_input_and_mask_and_keeps_binary():
     cfg = load_config("published.yaml").augment.model_copy(update=dict(
         flip_p=1.0, rotate90_p=1.0, elastic_p=1.0, affine_p=1.0, dropout_p=0.0))

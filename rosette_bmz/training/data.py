@@ -2,7 +2,8 @@
 
 Every image becomes a :class:`Sample`: the binary outline image (or, for the 2-channel
 kind, both channels), the binary rosette mask, the rosette instance labels (for event
-metrics) and known hard negatives (4-cell junctions of synthetic images).
+metrics) and known hard negatives: 4-cell junctions and near misses, from a synthetic image's
+JSON, or for your own images read off the outlines by the definition (:func:`hard_points`).
 
 Crops follow the published recipe: ``centred_fraction`` of them (0.7) are centred on a
 random rosette pixel, the rest at a random position (plus, optionally, crops centred on
@@ -22,7 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..constants import DEFAULT_DECOY_RADIUS, IMAGE_SUFFIXES
+from ..constants import DEFAULT_DECOY_RADIUS, IMAGE_SUFFIXES, MIN_MULTIPLICITY
 from ..inputs import from_channels, from_labels, from_outlines, read_image
 
 from ..errors import TrainingDataError
@@ -31,7 +32,7 @@ from .config import AugmentConfig, DataConfig, ReplayConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainingDataError", "Sample", "load_samples", "match_pairs", "split_samples", "sample_crop",
-           "choose_crop_kind", "replay_world", "replay_samples",
+           "choose_crop_kind", "hard_points", "replay_world", "replay_samples",
            "build_augmentation", "CropSampler", "to_input", "IMAGE_SUFFIXES"]
 
 _MASK_SUFFIXES = ("_rosettes", "_rosette", "_mask", "_masks")
@@ -200,8 +201,9 @@ def _load_folder(images: str, masks: str, kind: str) -> list[Sample]:
         if (m < 0).any():
             raise TrainingDataError(f"mask {mask_path}: negative values")
         inst = _instances_from_mask(m)
+        decoys, near = hard_points(image[..., 1] if kind == "channels" else image, inst > 0, str(img_path))
         out.append(Sample(name=img_path.stem, image=image, mask=(inst > 0).astype(np.uint8), instances=inst,
-                          kind="channels" if kind == "channels" else "outlines"))
+                          kind="channels" if kind == "channels" else "outlines", decoys=decoys, near_misses=near))
     empty = [s.name for s in out if not s.rosette_pixels.size]
     n_empty = len(empty)
     if n_empty == len(out):
@@ -210,6 +212,36 @@ def _load_folder(images: str, masks: str, kind: str) -> list[Sample]:
         log.warning("%d of %d masks contain no rosette (%s): those images teach only what is not a rosette",
                     n_empty, len(out), ", ".join(empty[:5]) + (", ..." if n_empty > 5 else ""))
     return out
+
+
+def hard_points(outlines: np.ndarray, mask: np.ndarray, name: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Hard negatives of an image without a generator's JSON (a reviewer's corrections, your masks).
+
+    The cells are recovered from the binary ``outlines`` as the baseline and the quantities read
+    them (:func:`rosette_bmz.quantities.cells_for`), and :func:`rosette_bmz.definition.find_rosettes`
+    lists their 4-cell junctions and near misses. Points within a quarter cell diameter of the
+    rosette ``mask`` (the annotator's truth, which wins over the rule) are dropped. Returns two
+    (N, 2) int64 arrays of (y, x): 4-cell junctions, near misses.
+    """
+    from scipy import ndimage
+
+    from ..definition import find_rosettes
+    from ..quantities import cells_for
+
+    cells = cells_for(np.asarray(outlines) > 0, "outlines", name)
+    truth = find_rosettes(cells.labels)
+    radius = DEFAULT_DECOY_RADIUS if truth.cell_diameter is None else 0.25 * truth.cell_diameter
+    far = ndimage.distance_transform_edt(~np.asarray(mask, bool)) if np.any(mask) else None
+    h, w = mask.shape
+
+    def points(items: list) -> np.ndarray:
+        pts = np.asarray([(int(round(d["y"])), int(round(d["x"]))) for d in items], dtype=np.int64).reshape(-1, 2)
+        pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
+        return pts if far is None else pts[far[pts[:, 0], pts[:, 1]] > radius]
+
+    four = [v for v in truth.vertices if v["k"] == MIN_MULTIPLICITY - 1]   # 4-cell junctions, small cells with 4
+    return points(four), points(truth.near_misses)
 
 
 def load_samples(cfg: DataConfig) -> list[Sample]:
