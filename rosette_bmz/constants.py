@@ -34,7 +34,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".npy", ".png")
 ZARR_SUFFIX = ".zarr"
 
 #: Weight-format adapters of the runner.
-BACKENDS: tuple[str, ...] = ("onnx", "torch", "torchscript", "bioimageio")
+BACKENDS: tuple[str, ...] = ("onnx", "torch", "torchscript", "openvino", "bioimageio")
 
 #: How the runner pads the image border (numpy ``np.pad`` modes).
 PAD_MODES: tuple[str, ...] = ("constant", "symmetric", "reflect")

@@ -10,5 +10,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=24"
 "$VENV/bin/python" -m pip install -q torch==2.13.0
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev,dask,napari,gui-test]"
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev,dask,napari,gui-test,openvino]"
 "$VENV/bin/python" -m pip check

@@ -64,7 +64,7 @@ def _check(out: dict[str, np.ndarray], ref: str, what: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_four_backends_agree_on_every_pixel_with_symmetric_padding(predictors, images, size):
+def test_every_backend_agrees_on_every_pixel_with_symmetric_padding(predictors, images, size):
     x = images[size]
     out = {b: predict(x, pred, mode="halo", pad="symmetric") for b, pred in predictors.items()}
     assert predictors["bioimageio"].border_for("symmetric") == DEFAULT_HALO   # the default: the halo, mirrored

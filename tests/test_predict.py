@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from rosette_bmz.constants import DEFAULT_HALO, PUBLISHED_OVERLAP, PUBLISHED_WINDOW
+from rosette_bmz.constants import BACKENDS, DEFAULT_HALO, PUBLISHED_OVERLAP, PUBLISHED_WINDOW
 from rosette_bmz.errors import ModelError
 from rosette_bmz.inputs import InputError, from_labels, from_outlines
 from rosette_bmz.runner import (DEFAULT_TILE, halo_plan, load_predictor, mirror_index, predict, predict_files,
@@ -200,10 +200,10 @@ def test_predict_rejects_bad_arrays(torch_pred):
 
 # ----------------------------------------------------------------------------- backends
 @pytest.mark.parametrize("pad", ["constant", "symmetric"])
-def test_four_backends_agree_on_an_exported_package(package, synth_images, pad):
+def test_every_backend_agrees_on_an_exported_package(package, synth_images, pad):
     x = from_outlines(synth_images[(250, 270)].outlines)
     out = {}
-    for backend in ("onnx", "torch", "torchscript", "bioimageio"):
+    for backend in BACKENDS:
         # border = the package's halo: the runner pads like bioimageio.core
         with load_predictor(package, backend, threads=2, pad=pad, border=DEFAULT_HALO) as pred:
             out[backend] = predict(x, pred)
@@ -227,16 +227,33 @@ def test_checkpoint_converted_on_the_fly_agrees_with_torch(tiny_ckpt, onnx_pred,
         ts.close()
 
 
-def test_onnx_from_rdf_never_imports_torch(package, tmp_path):
+def test_openvino_compiles_once_per_tile_shape_and_says_how_to_install_it(package, synth_images, tmp_path):
+    import subprocess
+    import sys
+
+    with load_predictor(package, "openvino", threads=2) as ov, load_predictor(package, "onnx", threads=2) as ort:
+        for size in [(250, 270), (70, 45), (250, 270)]:
+            x = from_outlines(synth_images[size].outlines)
+            assert np.abs(predict(x, ov) - predict(x, ort)).max() < 1e-5, size
+        assert len(ov.backend._compiled) == 2          # one compiled model per padded tile shape
+    code = ("import sys; sys.modules['openvino'] = None; from rosette_bmz.runner import load_predictor\n"
+            "from rosette_bmz.errors import ModelError\n"
+            f"try:\n    load_predictor(r'{package}', 'openvino')\nexcept ModelError as e:\n    print(e)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "pip install 'rosette-bmz[openvino]'" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_onnx_from_rdf_never_imports_torch(package, tmp_path, backend):
     code = f"""
 import sys, numpy as np
 from rosette_bmz.runner import load_predictor, predict, predict_files
 from rosette_bmz.synth import generate
 s = generate((100, 120), seed=1)
 np.save(r"{tmp_path}/img.npy", s.outlines)
-pred = load_predictor(r"{package}", "onnx", threads=1)
+pred = load_predictor(r"{package}", "{backend}", threads=1)
 p = predict(np.stack([s.outlines > 0] * 2).astype(np.float32), pred)
-res = predict_files([r"{tmp_path}/img.npy"], pred, "onnx", "outlines", r"{tmp_path}/out")
+res = predict_files([r"{tmp_path}/img.npy"], pred, "{backend}", "outlines", r"{tmp_path}/out")
 assert res[0].ok, res
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "bioimageio"))
 print("IMPORTED", bad)

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
                             QWidget)
 
+from ..constants import BACKENDS
 from . import review as rv
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class RosetteReviewWidget(QWidget):
         browse.clicked.connect(self._choose_model)
         form.addRow("model", _path_row(self.model_edit, browse))
         self.backend_box = QComboBox()
-        self.backend_box.addItems(["onnx", "torch", "torchscript", "bioimageio"])
+        self.backend_box.addItems(list(BACKENDS))
         form.addRow("backend", self.backend_box)
         self.layer_box = QComboBox()
         self.layer_box.setToolTip("an outline image (Image layer) or a cell segmentation (Labels layer, e.g. Cellpose)")

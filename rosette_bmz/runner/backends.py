@@ -1,4 +1,4 @@
-"""One small adapter per weight format: ``torch``, ``torchscript``, ``onnx``, ``bioimageio``.
+"""One small adapter per weight format: ``torch``, ``torchscript``, ``onnx``, ``openvino``, ``bioimageio``.
 
 Every tile backend has one job: ``run(batch)`` maps a C-contiguous float32 batch
 ``(N, 2, h, w)`` (``h``, ``w`` multiples of 16) to float32 probabilities ``(N, h, w)``.
@@ -22,7 +22,8 @@ from .tiling import pad_like_runner
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TileBackend", "TorchBackend", "TorchScriptBackend", "OnnxBackend", "BioimageioBackend", "make_backend"]
+__all__ = ["TileBackend", "TorchBackend", "TorchScriptBackend", "OnnxBackend", "OpenVinoBackend", "BioimageioBackend",
+           "make_backend"]
 
 
 class TileBackend:
@@ -130,6 +131,57 @@ class OnnxBackend(TileBackend):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self._output], {self._input: batch})[0][:, 0]
+
+
+class OpenVinoBackend(TileBackend):
+    """OpenVINO's CPU plugin on the package's ONNX weights (optional extra ``openvino``).
+
+    The same ONNX file as ``onnx``, compiled by OpenVINO (oneDNN's JIT kernels) once per tile
+    shape; faster than onnxruntime on AVX2 CPUs (benchmarks/results/openvino_*.md). fp32 is
+    forced (``INFERENCE_PRECISION_HINT``): on CPUs with bf16 units OpenVINO would otherwise
+    compute in bfloat16. From an rdf.yaml this imports neither torch nor bioimageio.
+    """
+
+    name = "openvino"
+
+    def __init__(self, src: ModelSource, threads: int | None = None):
+        super().__init__(src, threads)
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ModelError("the openvino backend needs OpenVINO: pip install 'rosette-bmz[openvino]' "
+                             "(or use --backend onnx)") from None
+        path = weights_file(src, "onnx", self._tmpdir())
+        self._core = ov.Core()
+        try:
+            self._model = self._core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises its own exception types
+            raise ModelError(f"{path}: OpenVINO cannot load it ({type(exc).__name__}: {exc})") from None
+        self._input = self._model.inputs[0].get_any_name()
+        self._config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32",
+                        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        self._compiled: dict[tuple[int, ...], object] = {}
+
+    def _for_shape(self, shape: tuple[int, ...]):
+        """The model compiled for this batch shape (static shapes: oneDNN picks kernels per shape)."""
+        if shape not in self._compiled:
+            model = self._model.clone()
+            model.reshape({self._input: list(shape)})
+            try:
+                self._compiled[shape] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            except Exception as exc:
+                raise ModelError(f"OpenVINO cannot compile the model for input {shape} "
+                                 f"({type(exc).__name__}: {exc})") from None
+        return self._compiled[shape]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        request = self._for_shape(tuple(int(v) for v in batch.shape))
+        out = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.array(out[0][:, 0], dtype=np.float32)
+
+    def close(self) -> None:
+        self._compiled.clear()
+        super().close()
 
 
 class BioimageioBackend(TileBackend):
@@ -240,6 +292,8 @@ def make_backend(src: ModelSource, backend: str, threads: int | None = None, *, 
         return TorchScriptBackend(src, threads)
     if backend == "onnx":
         return OnnxBackend(src, threads, session_options)
+    if backend == "openvino":
+        return OpenVinoBackend(src, threads)
     if backend == "bioimageio":
         return BioimageioBackend(src, threads, weight_format=weight_format, blocksize_parameter=blocksize_parameter)
     from ..constants import BACKENDS
