@@ -509,6 +509,30 @@ def test_l2sp_holds_weights_near_init_and_needs_init(tmp_path, tiny_state):
                                                    "optim.l2sp": 0.1}), progress=False)
 
 
+def test_freeze_batchnorm_keeps_the_init_statistics_and_still_learns(tmp_path, tiny_state):
+    from rosette_bmz.checkpoint import load_checkpoint
+    from rosette_bmz.training.train import train
+
+    init = tmp_path / "init.pt"
+    torch.save(tiny_state, init)
+    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
+    base = {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.enabled": False,
+            "optim.lr": 3e-3, "optim.epochs": 2, "model.init": str(init)}
+
+    def state(freeze: bool, out: str) -> dict:
+        res = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / out),
+                                                          "optim.freeze_batchnorm": freeze}), progress=False)
+        return load_checkpoint(res.last).model.state_dict()
+
+    stats = [k for k in tiny_state if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    frozen, free = state(True, "frozen"), state(False, "free")
+    assert all(torch.equal(frozen[k], tiny_state[k]) for k in stats)          # statistics untouched
+    assert any(not torch.equal(free[k], tiny_state[k]) for k in stats)        # as they are without it
+    weights = [k for k in tiny_state if k.endswith(".weight") and tiny_state[k].ndim == 4]
+    assert any(not torch.equal(frozen[k], tiny_state[k]) for k in weights)    # the convolutions learn
+
+
 def test_bf16_training_runs_and_saves_fp32_weights(tmp_path):
     from rosette_bmz.checkpoint import load_checkpoint
     from rosette_bmz.training.train import resolve_precision, train

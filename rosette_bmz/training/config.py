@@ -262,6 +262,13 @@ class OptimConfig(_Strict):
     weights (Li et al. 2018), on top of the loss; 0 = off. Another guard against forgetting
     besides ``data.replay``."""
 
+    freeze_batchnorm: bool = False
+    """Keep the BatchNorm layers' running mean and variance as the ``--init`` weights have them
+    (the layers normalise with those statistics while training, as at prediction; their scale and
+    shift still learn). Without it, a short fine-tune on a few images replaces the statistics of
+    the whole training set with those of its crop mix (momentum 0.1: after 50 steps less than
+    1 % of the old ones remain), which moves every prediction, on every world."""
+
     @field_validator("precision")
     @classmethod
     def _known_precision(cls, v: str) -> str:

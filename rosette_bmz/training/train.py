@@ -132,6 +132,18 @@ def _fp32_logits(model) -> None:
     model.final[0].register_forward_hook(lambda _mod, _inp, out: out.float())
 
 
+def train_mode(model, cfg: TrainConfig):
+    """``model.train()``, with the BatchNorm layers left in eval mode under ``optim.freeze_batchnorm``."""
+    import torch
+
+    model.train()
+    if cfg.optim.freeze_batchnorm:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return model
+
+
 # ----------------------------------------------------------------------------- validation
 def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict:
     """Validation loss (the training formula over all pixels) and the evaluation metrics.
@@ -160,7 +172,7 @@ def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict
         npix += p.size
         acc.add(prob, s.instances, s.decoy_meta, radius=s.decoy_radius, name=s.name)
     if was_training:
-        model.train()
+        train_mode(model, cfg)
     smooth = cfg.loss.smooth
     bce = bce_sum / max(npix, 1)
     loss = cfg.loss.bce_weight * bce + cfg.loss.dice_weight * (1 - (2 * inter + smooth) / (psum + gsum + smooth))
@@ -288,7 +300,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         model = AttentionUNet(in_channels=2, out_channels=1, base_channels=cfg.model.base_channels)
     kwargs = {"in_channels": model.in_channels, "out_channels": model.out_channels,
               "base_channels": model.base_channels}
-    model.to(device).train()
+    train_mode(model.to(device), cfg)
     cpu = device.type == "cpu"
     if cpu:   # oneDNN's fast convolutions want NHWC
         model.to(memory_format=torch.channels_last)
@@ -342,7 +354,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         stopped = "already complete"
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         t0 = time.monotonic()
-        model.train()
+        train_mode(model, cfg)
         losses = []
         batches = sampler.epoch(epoch, cfg.optim.batch_size)
         bar = None
