@@ -432,15 +432,17 @@ STARTUP_IMPORTS = "import rosette_bmz.cli, rosette_bmz.runner"   # tqdm comes in
 
 def bench_startup(rounds: int = 7) -> dict:
     """Wall seconds of a Python process importing what ``rosette-bmz predict`` imports before the
-    model loads (interpreter start included), against a bare ``python -c pass``; medians."""
-    t: dict = {"startup": [], "bare_python": []}
+    model loads (interpreter start included), against a bare ``python -c pass`` and ``import numpy``
+    (the floor: onnxruntime needs numpy); medians."""
+    t: dict = {"startup": [], "bare_python": [], "numpy": []}
     for _ in range(rounds):
-        for k, code in (("startup", STARTUP_IMPORTS), ("bare_python", "pass")):
+        for k, code in (("startup", STARTUP_IMPORTS), ("bare_python", "pass"), ("numpy", "import numpy")):
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True)
             t[k].append(time.perf_counter() - t0)
     return {"command": f"python -c '{STARTUP_IMPORTS}'", "seconds": t["startup"],
-            "seconds_median": statistics.median(t["startup"]), "bare_python_median": statistics.median(t["bare_python"])}
+            "seconds_median": statistics.median(t["startup"]), "bare_python_median": statistics.median(t["bare_python"]),
+            "numpy_median": statistics.median(t["numpy"])}
 
 
 def bench_proposals(sizes: tuple[int, ...] = (2048, 8192), rounds: int = 3, seed: int = 0) -> dict:
@@ -587,7 +589,8 @@ def markdown(res: dict) -> str:
     su = res.get("startup")
     if su:
         lines += [f"Start-up before the model loads (`{su['command']}`, median of {len(su['seconds'])}): "
-                  f"**{su['seconds_median']:.3f} s** (a bare `python -c pass`: {su['bare_python_median']:.3f} s).", ""]
+                  f"**{su['seconds_median']:.3f} s** (a bare `python -c pass`: {su['bare_python_median']:.3f} s"
+                  + (f"; `import numpy` alone: {su['numpy_median']:.3f} s" if "numpy_median" in su else "") + ").", ""]
     pp = res.get("proposals")
     if pp:
         lines += ["`find_proposals` (threshold, one 8-connected `ndimage.label`, areas / centroids / scores by "
