@@ -486,20 +486,30 @@ def test_sampler_draws_the_replay_fraction_from_replay_images():
     assert 0.18 < frac < 0.32, frac
 
 
-def test_l2sp_holds_weights_near_init_and_needs_init(tmp_path, tiny_state):
-    from rosette_bmz.checkpoint import load_checkpoint
-    from rosette_bmz.training.train import train
-
+def _finetune_base(tmp_path, tiny_state, epochs: int) -> dict:
+    """Config overrides: fine-tune the tiny weights (saved as init.pt) on 2 toy images, fast."""
     init = tmp_path / "init.pt"
     torch.save(tiny_state, init)
     img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
-    base = {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.enabled": False,
-            "optim.lr": 3e-3, "optim.epochs": 3, "model.init": str(init)}
+    return {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.enabled": False,
+            "optim.lr": 3e-3, "optim.epochs": epochs, "model.init": str(init)}
+
+
+def _finetuned_state(tmp_path, base: dict, out: str, **changes) -> dict:
+    from rosette_bmz.checkpoint import load_checkpoint
+    from rosette_bmz.training.train import train
+
+    res = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / out), **changes}), progress=False)
+    return load_checkpoint(res.last).model.state_dict()
+
+
+def test_l2sp_holds_weights_near_init_and_needs_init(tmp_path, tiny_state):
+    from rosette_bmz.training.train import train
+
+    base = _finetune_base(tmp_path, tiny_state, epochs=3)
 
     def drift(l2sp: float, out: str) -> float:
-        res = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / out), "optim.l2sp": l2sp}),
-                    progress=False)
-        sd = load_checkpoint(res.last).model.state_dict()
+        sd = _finetuned_state(tmp_path, base, out, **{"optim.l2sp": l2sp})
         return sum(float(((sd[k] - tiny_state[k]) ** 2).sum()) for k in tiny_state if sd[k].dtype.is_floating_point
                    and "running" not in k)
 
@@ -510,23 +520,11 @@ def test_l2sp_holds_weights_near_init_and_needs_init(tmp_path, tiny_state):
 
 
 def test_freeze_batchnorm_keeps_the_init_statistics_and_still_learns(tmp_path, tiny_state):
-    from rosette_bmz.checkpoint import load_checkpoint
-    from rosette_bmz.training.train import train
-
-    init = tmp_path / "init.pt"
-    torch.save(tiny_state, init)
-    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
-    base = {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.enabled": False,
-            "optim.lr": 3e-3, "optim.epochs": 2, "model.init": str(init)}
-
-    def state(freeze: bool, out: str) -> dict:
-        res = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / out),
-                                                          "optim.freeze_batchnorm": freeze}), progress=False)
-        return load_checkpoint(res.last).model.state_dict()
-
+    base = _finetune_base(tmp_path, tiny_state, epochs=2)
     stats = [k for k in tiny_state if k.endswith(("running_mean", "running_var"))]
     assert stats
-    frozen, free = state(True, "frozen"), state(False, "free")
+    frozen = _finetuned_state(tmp_path, base, "frozen", **{"optim.freeze_batchnorm": True})
+    free = _finetuned_state(tmp_path, base, "free", **{"optim.freeze_batchnorm": False})
     assert all(torch.equal(frozen[k], tiny_state[k]) for k in stats)          # statistics untouched
     assert any(not torch.equal(free[k], tiny_state[k]) for k in stats)        # as they are without it
     weights = [k for k in tiny_state if k.endswith(".weight") and tiny_state[k].ndim == 4]
