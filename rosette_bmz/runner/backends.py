@@ -137,7 +137,7 @@ class OpenVinoBackend(TileBackend):
     """OpenVINO's CPU plugin on the package's ONNX weights (optional extra ``openvino``).
 
     The same ONNX file as ``onnx``, compiled by OpenVINO (oneDNN's JIT kernels) once per tile
-    shape; faster than onnxruntime on AVX2 CPUs (benchmarks/results/openvino_*.md). fp32 is
+    shape; faster than onnxruntime on AVX2 CPUs (benchmarks/results/openvino.md). fp32 is
     forced (``INFERENCE_PRECISION_HINT``): on CPUs with bf16 units OpenVINO would otherwise
     compute in bfloat16. From an rdf.yaml this imports neither torch nor bioimageio.
     """

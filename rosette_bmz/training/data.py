@@ -89,9 +89,14 @@ def _instances_from_mask(mask: np.ndarray) -> np.ndarray:
     return label(mask > 0, connectivity=2).astype(np.int32)
 
 
-def _points_from_meta(meta: dict, key: str = "decoys") -> np.ndarray:
-    pts = [(int(round(d["y"])), int(round(d["x"]))) for d in (meta or {}).get(key, [])]
+def _points(items: Sequence[dict]) -> np.ndarray:
+    """(N, 2) int64 (y, x) of dicts with ``y`` / ``x`` keys, rounded to pixels."""
+    pts = [(int(round(d["y"])), int(round(d["x"]))) for d in items]
     return np.asarray(pts, dtype=np.int64).reshape(-1, 2)
+
+
+def _points_from_meta(meta: dict, key: str = "decoys") -> np.ndarray:
+    return _points((meta or {}).get(key, []))
 
 
 def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: dict) -> Sample:
@@ -227,16 +232,17 @@ def hard_points(outlines: np.ndarray, mask: np.ndarray, name: str | None = None
     from scipy import ndimage
 
     from ..definition import find_rosettes
+    from ..metrics import decoy_radius
     from ..quantities import cells_for
 
     cells = cells_for(np.asarray(outlines) > 0, "outlines", name)
     truth = find_rosettes(cells.labels)
-    radius = DEFAULT_DECOY_RADIUS if truth.cell_diameter is None else 0.25 * truth.cell_diameter
+    radius = decoy_radius({"cell_diameter": truth.cell_diameter})
     far = ndimage.distance_transform_edt(~np.asarray(mask, bool)) if np.any(mask) else None
     h, w = mask.shape
 
     def points(items: list) -> np.ndarray:
-        pts = np.asarray([(int(round(d["y"])), int(round(d["x"]))) for d in items], dtype=np.int64).reshape(-1, 2)
+        pts = _points(items)
         pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
         return pts if far is None else pts[far[pts[:, 0], pts[:, 1]] > radius]
 
