@@ -531,6 +531,32 @@ def test_freeze_batchnorm_keeps_the_init_statistics_and_still_learns(tmp_path, t
     assert any(not torch.equal(frozen[k], tiny_state[k]) for k in weights)    # the convolutions learn
 
 
+def test_ema_saves_the_averaged_weights_and_resumes_from_the_raw_ones(tmp_path, tiny_state):
+    from rosette_bmz.checkpoint import CheckpointError
+    from rosette_bmz.training.train import train
+
+    base = {**_finetune_base(tmp_path, tiny_state, epochs=2), "optim.ema": 0.9}
+    averaged = _finetuned_state(tmp_path, base, "ema")
+    raw = torch.load(tmp_path / "ema" / "last_state.pt", weights_only=True)["model"]
+    plain = _finetuned_state(tmp_path, base, "plain", **{"optim.ema": 0.0})
+    assert all(torch.equal(raw[k], plain[k]) for k in plain)     # the average does not change the training
+    conv = [k for k in tiny_state if k.endswith(".weight") and tiny_state[k].ndim == 4]
+
+    def dist(a, b):
+        return sum(float(((a[k] - b[k]) ** 2).sum()) for k in conv)
+
+    # the average trails the raw weights: between the init and the trained weights
+    assert 0 < dist(averaged, tiny_state) < dist(raw, tiny_state) and dist(averaged, raw) > 0
+    full = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "full"), "optim.epochs": 3}),
+                 progress=False)
+    resumed = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "ema"), "optim.epochs": 3}),
+                    resume=True, progress=False)
+    assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-5)
+    with pytest.raises(CheckpointError, match="raw weights"):   # a run begun without it cannot switch it on
+        train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "plain"), "optim.epochs": 3}),
+              resume=True, progress=False)
+
+
 def test_bf16_training_runs_and_saves_fp32_weights(tmp_path):
     from rosette_bmz.checkpoint import load_checkpoint
     from rosette_bmz.training.train import resolve_precision, train

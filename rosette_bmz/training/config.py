@@ -270,6 +270,13 @@ class OptimConfig(_Strict):
     1 % of the old ones remain). Measured on a 2-image review round (README, "Review in
     napari"): no change in precision on either world, so ``review.yaml`` leaves it off."""
 
+    ema: float = Field(0.0, ge=0, lt=1)
+    """Exponential moving average of the weights (decay per optimisation step; 0 = off). With it,
+    validation, ``best.pt`` and ``last.pt`` use the averaged weights (``last_state.pt`` keeps the
+    raw ones for ``--resume``). The average of the last ~1/(1 - ema) steps sits at a steadier
+    operating point than any single step's weights: at 80 steps an epoch, 0.995 averages about
+    the last 2.5 epochs."""
+
     @field_validator("precision")
     @classmethod
     def _known_precision(cls, v: str) -> str:

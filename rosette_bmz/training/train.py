@@ -144,6 +144,30 @@ def train_mode(model, cfg: TrainConfig):
     return model
 
 
+class WeightAverage:
+    """Exponential moving average of a model's weights (``optim.ema``): ``model`` is a copy that
+    :meth:`update` moves toward the trained model after each step (floating-point buffers, i.e.
+    BatchNorm statistics, too; the step counter is copied)."""
+
+    def __init__(self, model, decay: float):
+        import copy
+
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def update(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for avg, live in zip(self.model.state_dict().values(), model.state_dict().values()):
+                if avg.is_floating_point():
+                    avg.lerp_(live, 1.0 - self.decay)
+                else:
+                    avg.copy_(live)
+
+
 # ----------------------------------------------------------------------------- validation
 def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict:
     """Validation loss (the training formula over all pixels) and the evaluation metrics.
@@ -304,6 +328,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     cpu = device.type == "cpu"
     if cpu:   # oneDNN's fast convolutions want NHWC
         model.to(memory_format=torch.channels_last)
+    ema = None
+    if cfg.optim.ema > 0:   # last.pt holds the averaged weights; the raw ones are in last_state.pt
+        ema = WeightAverage(model, cfg.optim.ema)
+        if resume:
+            raw = torch.load(state_path, map_location="cpu", weights_only=True).get("model")
+            if raw is None:
+                raise CheckpointError(f"--resume with optim.ema: {state_path} holds no raw weights (the run "
+                                      "was started without optim.ema)")
+            model.load_state_dict(raw)
+    evaluated = ema.model if ema is not None else model
     precision = resolve_precision(cfg.optim.precision, device)
     if precision == "bf16":
         _fp32_logits(model)
@@ -379,6 +413,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                 raise FloatingPointError(f"epoch {epoch}: training loss is {loss.item()}; lower optim.lr")
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(model)
             losses.append(float(loss.item()))
             if on_step is not None:
                 on_step(epoch, len(losses), sampler.n_batches(cfg.optim.batch_size), losses[-1])
@@ -388,7 +424,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             bar.close()
         every = cfg.optim.validate_every
         validated = epoch == cfg.optim.epochs or (every > 0 and epoch % every == 0)
-        val = validate(model, val_s, cfg, device) if validated else _no_validation()
+        val = validate(evaluated, val_s, cfg, device) if validated else _no_validation()
         if validated:
             sched.step(val["val_loss"])
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: v for k, v in val.items()
@@ -403,14 +439,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                 bad_epochs += 1
         if cfg.optim.best_metric == "last":
             best_value, best_epoch = None, epoch
-            save_checkpoint(model, best_path, metadata("best", epoch))
+            save_checkpoint(evaluated, best_path, metadata("best", epoch))
         elif _is_better(cfg.optim.best_metric, val[cfg.optim.best_metric], best_value):
             best_value, best_epoch = float(val[cfg.optim.best_metric]), epoch
-            save_checkpoint(model, best_path, metadata("best", epoch))
-        save_checkpoint(model, last_path, metadata("last", epoch))
+            save_checkpoint(evaluated, best_path, metadata("best", epoch))
+        save_checkpoint(evaluated, last_path, metadata("last", epoch))
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                  "best_epoch": best_epoch, "best_value": best_value, "best_loss": best_loss,
                  "bad_epochs": bad_epochs, "history": json.dumps(history, default=_finite), "init": init_desc}
+        if ema is not None:
+            state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         with atomic_path(state_path) as tmp:
             torch.save(state, tmp)
         _write_csv(out / "log.csv", history)
@@ -425,7 +463,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             stopped = f"time budget ({cfg.optim.max_minutes:g} min)"
             break
     if not best_path.exists() and last_path.exists():  # e.g. NaN metrics only: last is the best we have
-        save_checkpoint(model, best_path, metadata("best", epoch))
+        save_checkpoint(evaluated, best_path, metadata("best", epoch))
     return TrainResult(out=out, best=best_path, last=last_path, best_epoch=best_epoch,
                        epochs_run=len(history), stopped=stopped, history=history)
 
