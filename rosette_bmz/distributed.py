@@ -69,7 +69,7 @@ from .files import atomic_paths, temp_name
 from .inputs import check_size, check_values, is_zarr, open_zarr, squeeze
 from .proposals import component_sums, label_components, write_csv
 from .runner.engine import Predictor, load_predictor, predict_source
-from .runner.images import (STREAM_PIXELS, FileResult, FolderRun, failed_result, image_stem, open_lazy,
+from .runner.images import (STREAM_PIXELS, FileResult, FolderRun, failed_result, image_stem, map_lazily, open_lazy,
                             predict_file_safely)
 from .runner.models import default_threads
 from .runner.sources import ArraySource, RawSource
@@ -312,16 +312,7 @@ _SOURCES: dict[tuple[str, str, int], Any] = {}
 def _open_image(path: str, input_kind: str, name: str) -> Any:
     """The image at ``path`` read lazily (zarr, memory-mapped NPY or uncompressed TIFF), squeezed to
     (H, W) or (2, H, W). The client has already decoded a compressed TIFF into an NPY."""
-    p = Path(path)
-    if is_zarr(p):
-        arr = open_zarr(p)
-    elif p.suffix.lower() == ".npy":
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
-    else:
-        import tifffile
-
-        arr = tifffile.memmap(p, mode="r")
-    return squeeze(arr, input_kind, name)
+    return squeeze(map_lazily(Path(path)), input_kind, name)
 
 
 def _source(path: str, input_kind: str, name: str):
@@ -547,7 +538,7 @@ def _predict_large(client: Any, spec: ModelSpec, path: Path, input_kind: str, ou
     final = out_dir / f"{stem}{ZARR_OUTPUT_SUFFIX}"
     store = temp_name(final)
     try:
-        lazy = open_zarr(path) if is_zarr(path) else open_lazy(path, 0, scratch)
+        lazy = open_lazy(path, 0, scratch)
         if lazy is None:
             raise InputError(f"{name}: cannot be read lazily; give an NPY, an uncompressed or single-image "
                              "TIFF, or a zarr / OME-Zarr store")

@@ -16,9 +16,10 @@ generator's streams). ``rosette-bmz synth --world NAME`` and the trainer's
     rosettes per 100 cells, half of them wedges): the setting the pre-issue-13 demo weights were
     trained on, now with every rosette labelled.
 ``train_wide``
-    The training distribution with cells of 11-48 px (centre and local diameters; seeds shifted
-    by 9,000,000): training data for weights meant to cover the cell sizes of ``small_cells`` and
-    ``large_cells`` too (which are then no longer "other worlds" for those weights).
+    The training distribution with cells of 12-48 px (12 px is the generator's smallest; centre
+    and local diameters; seeds shifted by 9,000,000): training data for weights meant to cover the
+    cell sizes of ``small_cells`` and ``large_cells`` too (which are then no longer "other
+    worlds" for those weights).
 ``small_cells``, ``large_cells``, ``wide_lines``, ``noise1``, ``poisson``, ``hexjitter``
     "Other worlds": the training distribution with one setting *outside* its training range
     (cells of 12 px or 45 px without a size gradient; 4-5 px outline lines, on cells of 24-40 px
@@ -202,9 +203,9 @@ WORLDS: dict[str, World] = {w.name: w for w in (
             tiling=("poisson",), seed_offset=6_000_000),
     replace(_TRAIN, name="hexjitter", description="jittered hexagonal-lattice Voronoi tiling (training: "
             "Lloyd-relaxed)", tiling=("hexjitter",), seed_offset=7_000_000),
-    replace(_TRAIN, name="train_wide", description="the training distribution with cells of 11-48 px (local "
+    replace(_TRAIN, name="train_wide", description="the training distribution with cells of 12-48 px (local "
             "diameters too): the cell sizes of small_cells and large_cells inside the training range",
-            cell_diameter=(11.0, 48.0), local_diameter=(11.0, 48.0), seed_offset=9_000_000),
+            cell_diameter=(12.0, 48.0), local_diameter=(12.0, 48.0), seed_offset=9_000_000),
 )}
 
 #: The worlds within the training ranges, and the "other worlds" (one setting outside them).

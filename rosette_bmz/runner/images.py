@@ -38,8 +38,8 @@ from .tiling import ACTIVATION_BUDGET
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileResult", "FolderRun", "collect_inputs", "open_lazy", "predict_file", "predict_file_safely",
-           "failed_result", "predict_files", "image_stem", "STREAM_PIXELS", "OUTPUT_SUFFIXES"]
+__all__ = ["FileResult", "FolderRun", "collect_inputs", "map_lazily", "open_lazy", "predict_file",
+           "predict_file_safely", "failed_result", "predict_files", "image_stem", "STREAM_PIXELS", "OUTPUT_SUFFIXES"]
 
 #: Images with more pixels than this are streamed from disk (memory O(tile)).
 STREAM_PIXELS = 4096 * 4096
@@ -105,6 +105,18 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
     return unique, failed
 
 
+def map_lazily(path: Path) -> Any:
+    """A zarr / OME-Zarr store opened lazily, or an NPY / TIFF memory-mapped; ``ValueError`` (from
+    tifffile) for a TIFF that cannot be mapped (compressed or not contiguous)."""
+    if is_zarr(path):
+        return open_zarr(path)
+    if path.suffix.lower() == ".npy":
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    import tifffile
+
+    return tifffile.memmap(path, mode="r")
+
+
 def open_lazy(path: Path, stream_pixels: int, scratch: Path) -> Any:
     """A memory-mapped view of an NPY or TIFF, a lazily read zarr store, or None (then the file is read whole).
 
@@ -119,12 +131,12 @@ def open_lazy(path: Path, stream_pixels: int, scratch: Path) -> Any:
         return open_zarr(path)
     try:
         if suffix == ".npy":
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            return map_lazily(path)
         if suffix in (".tif", ".tiff"):
             import tifffile
 
             try:
-                return tifffile.memmap(path, mode="r")
+                return map_lazily(path)
             except ValueError:  # compressed or not contiguous
                 pass
             with tifffile.TiffFile(path) as tf:
