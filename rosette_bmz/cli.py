@@ -121,6 +121,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate, format_sweep
+
+    report = calibrate(args.model, args.data, args.out, min_precision=args.min_precision, backend=args.backend,
+                       mode=args.mode, threads=args.threads, force=args.force)
+    print(format_sweep(report))
+    print(f"\nthreshold {report['threshold']:.2f} ({report['reason']}) baked into {args.out}: its output at 0.5 "
+          f"is {args.model} at {report['threshold']:.2f}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -272,6 +283,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", default=".", help="folder for conditions.csv, images.csv, conditions.png")
     p.add_argument("--title", default=None, help="figure title")
     p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("calibrate", help="choose a checkpoint's threshold on validation images and bake it in "
+                       "(its output at 0.5 is the old one at that threshold)")
+    p.add_argument("--model", required=True, help="a checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="validation images with ground truth, as `rosette-bmz synth` "
+                   "writes them (not your test images)")
+    p.add_argument("--out", required=True, help="the calibrated checkpoint to write (with its .json sidecar)")
+    p.add_argument("--min-precision", type=float, default=None,
+                   help="take the lowest threshold with at least this event precision (default: highest event F1)")
+    p.add_argument("--backend", default="onnx", choices=BACKENDS)
+    p.add_argument("--mode", default="published", choices=("published", "halo"), help="tiling (as evaluate)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime / torch intra-op threads")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="model-card table: the model and the classical baseline side by side")
     p.add_argument("--model", required=True, help="rdf.yaml or a checkpoint (.pt)")

@@ -27,7 +27,7 @@ LAYERS = [
      "summary"),
     ("export",),
     ("runner",),
-    ("training", "evaluate", "demo", "distributed", "napari"),
+    ("training", "evaluate", "calibrate", "demo", "distributed", "napari"),
     ("cli",),
 ]
 
