@@ -188,9 +188,11 @@ WORLDS: dict[str, World] = {w.name: w for w in (
           outline_style=("inner",), rosette_density=(1.5, 1.5), wedge_fraction=(0.5, 0.5),
           extrusion_fraction=(0.35, 0.35), decoy_density=(1.0, 1.0), tissue_free=(0.03, 0.15),
           tissue_free_shape=("blobs",), local_diameter=None, seed_offset=8_000_000),
-    replace(_TRAIN, name="small_cells", description="cells of 12 px, no size gradient (training: 14-40 px)",
+    replace(_TRAIN, name="small_cells",
+            description="cells of 12 px, no size gradient (train world: 14-40 px; train_wide: 12-48 px)",
             cell_diameter=(12.0, 12.0), gradient=(1.0, 1.0), local_diameter=None, seed_offset=2_000_000),
-    replace(_TRAIN, name="large_cells", description="cells of 45 px, no size gradient (training: 14-40 px)",
+    replace(_TRAIN, name="large_cells",
+            description="cells of 45 px, no size gradient (train world: 14-40 px; train_wide: 12-48 px)",
             cell_diameter=(45.0, 45.0), gradient=(1.0, 1.0), local_diameter=None, seed_offset=3_000_000),
     # cells of >= 20 px only: 5 px lines around 14 px cells would cover 57 % of the image, which the
     # input guard refuses (more than 45 % foreground looks like a filled mask, inputs.check_values)

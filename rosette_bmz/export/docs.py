@@ -63,7 +63,7 @@ def validation_section(checkpoint: Path) -> str:
             table = ""
         if table:
             text += ("\n\n**Other worlds** (from `" + other.name + "`, `benchmarks/generalisation.py`): synthetic "
-                     "test sets, each with one setting outside the training range; each cell reads "
+                     "test sets, most with one setting outside the training range (second column); each cell reads "
                      "**model / baseline** (the classical vertex-multiplicity detector).\n\n" + table)
     return text
 
