@@ -33,7 +33,8 @@ import numpy as np
 from . import metrics as M
 from .errors import EvaluationError
 
-__all__ = ["THRESHOLDS", "threshold_sweep", "choose_threshold", "shift_threshold", "calibrate", "format_sweep"]
+__all__ = ["THRESHOLDS", "threshold_sweep", "choose_threshold", "shift_threshold", "calibrate", "format_sweep",
+           "calibration_threshold", "logit"]
 
 #: Thresholds swept by default.
 THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))   # 0.30 .. 0.90
@@ -95,6 +96,27 @@ def choose_threshold(sweep: Sequence[dict], min_precision: float | None = None) 
     return best["threshold"], why
 
 
+def calibration_threshold(checkpoint: str | os.PathLike) -> float | None:
+    """The threshold :func:`calibrate` baked into ``checkpoint`` (from its sidecar), or None."""
+    from .checkpoint import sidecar_path
+
+    side = sidecar_path(checkpoint)
+    if Path(checkpoint).suffix.lower() not in (".pt", ".pth") or not side.is_file():
+        return None
+    try:
+        import json
+
+        t = (json.loads(side.read_text()).get("calibration") or {}).get("threshold")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(t) if isinstance(t, (int, float)) and 0 < t < 1 else None
+
+
+def logit(threshold: float) -> float:
+    """``log(t / (1 - t))``: the bias offset that moves a threshold ``t`` to 0.5."""
+    return math.log(threshold / (1 - threshold))
+
+
 def shift_threshold(state: dict, threshold: float) -> dict:
     """A copy of ``state`` whose output at 0.5 is the original's at ``threshold`` (bias - logit(t))."""
     import torch
@@ -104,8 +126,7 @@ def shift_threshold(state: dict, threshold: float) -> dict:
     if FINAL_BIAS not in state:
         raise EvaluationError(f"the state dict has no {FINAL_BIAS} (not an AttentionUNet checkpoint?)")
     out = dict(state)
-    out[FINAL_BIAS] = state[FINAL_BIAS] - torch.tensor(math.log(threshold / (1 - threshold)),
-                                                       dtype=state[FINAL_BIAS].dtype)
+    out[FINAL_BIAS] = state[FINAL_BIAS] - torch.tensor(logit(threshold), dtype=state[FINAL_BIAS].dtype)
     return out
 
 

@@ -557,6 +557,28 @@ def test_ema_saves_the_averaged_weights_and_resumes_from_the_raw_ones(tmp_path, 
               resume=True, progress=False)
 
 
+def test_a_calibrated_init_keeps_its_threshold_through_training_and_resume(tmp_path, tiny_state):
+    from rosette_bmz.calibrate import logit, shift_threshold
+    from rosette_bmz.training.train import train
+
+    base = {**_finetune_base(tmp_path, tiny_state, epochs=1), "optim.ema": 0.5, "optim.lr": 1e-12,
+            "optim.freeze_batchnorm": True}
+    init = tmp_path / "init.pt"   # written by _finetune_base
+    calibrated = shift_threshold(tiny_state, 0.7)
+    torch.save(calibrated, init)
+    init.with_suffix(".json").write_text(json.dumps({"calibration": {"threshold": 0.7}}))
+    out = tmp_path / "cal"
+    cfg = {**base, "out": str(out)}
+    train(load_config(_tiny_config(tmp_path), cfg), progress=False)
+    train(load_config(_tiny_config(tmp_path), {**cfg, "optim.epochs": 2}), resume=True, progress=False)
+    saved = torch.load(out / "last.pt", weights_only=True)["final.0.bias"]
+    raw = torch.load(out / "last_state.pt", weights_only=True)["model"]["final.0.bias"]
+    assert torch.allclose(saved, calibrated["final.0.bias"], atol=1e-5)         # saved with the offset
+    assert torch.allclose(raw, calibrated["final.0.bias"] + logit(0.7), atol=1e-5)   # trained without it
+    meta = json.loads((out / "last.json").read_text())
+    assert meta["calibration"]["threshold"] == 0.7 and meta["epoch"] == 2
+
+
 def test_bf16_training_runs_and_saves_fp32_weights(tmp_path):
     from rosette_bmz.checkpoint import load_checkpoint
     from rosette_bmz.training.train import resolve_precision, train

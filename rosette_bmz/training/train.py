@@ -20,6 +20,7 @@ one pass over the whole image), as ``rosette-bmz predict`` does.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -142,6 +143,24 @@ def train_mode(model, cfg: TrainConfig):
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
     return model
+
+
+@contextlib.contextmanager
+def _calibrated(model, offset: float):
+    """The model with its final bias lowered by ``offset`` (the init's calibration) inside the block."""
+    import torch
+
+    if not offset:
+        yield model
+        return
+    bias = model.final[0].bias
+    with torch.no_grad():
+        bias -= offset
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            bias += offset
 
 
 class WeightAverage:
@@ -322,6 +341,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                      cfg.model.base_channels)
     else:
         model = AttentionUNet(in_channels=2, out_channels=1, base_channels=cfg.model.base_channels)
+    # A calibrated --init (rosette-bmz calibrate) carries its threshold as an offset on the final bias:
+    # train without it, and put it back on every validated and saved model, so the run keeps the
+    # operating point (a resumed run's last.pt carries it too).
+    calibration = None
+    if resume:
+        calibration = torch.load(state_path, map_location="cpu", weights_only=True).get("calibration")
+    elif cfg.model.init:
+        from ..calibrate import calibration_threshold
+
+        t = calibration_threshold(cfg.model.init)
+        calibration = {"threshold": t, "from": str(cfg.model.init)} if t is not None else None
+    offset = 0.0
+    if calibration:
+        from ..calibrate import logit
+
+        offset = logit(float(calibration["threshold"]))
+        with torch.no_grad():
+            model.final[0].bias += offset
+        log.info("keeping the calibrated threshold %.2f of %s", calibration["threshold"], calibration["from"])
     kwargs = {"in_channels": model.in_channels, "out_channels": model.out_channels,
               "base_channels": model.base_channels}
     train_mode(model.to(device), cfg)
@@ -348,6 +386,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             raise ConfigError("optim.l2sp needs model.init (the weights to hold the model near)")
         start = build_model(load_init_state(cfg.model.init), f"--init {cfg.model.init}") if resume else model
         anchor = [p.detach().clone().to(device) for p in start.parameters()]
+        if resume and offset:   # the init file carries its calibration; the model trains without it
+            anchor[[n for n, _ in start.named_parameters()].index("final.0.bias")] += offset
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.optim.plateau_factor,
                                                        patience=cfg.optim.plateau_patience)
@@ -374,7 +414,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             "architecture": {"callable": "rosette_bmz.model.AttentionUNet", "kwargs": kwargs,
                              "parameters": n_params},
             "training_config": cfg.model_dump(mode="json"),
-            "init": init_desc, "data": data_desc,
+            "init": init_desc, "data": data_desc, **({"calibration": calibration} if calibration else {}),
             "best": {"epoch": best_epoch, "metric": cfg.optim.best_metric, "value": _finite(best_value)},
             "metrics": [{k: _finite(v) for k, v in row.items()} for row in history],
             "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -424,7 +464,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             bar.close()
         every = cfg.optim.validate_every
         validated = epoch == cfg.optim.epochs or (every > 0 and epoch % every == 0)
-        val = validate(evaluated, val_s, cfg, device) if validated else _no_validation()
+        with _calibrated(evaluated, offset):
+            val = validate(evaluated, val_s, cfg, device) if validated else _no_validation()
         if validated:
             sched.step(val["val_loss"])
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: v for k, v in val.items()
@@ -437,16 +478,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                 best_loss, bad_epochs = val["val_loss"], 0
             else:
                 bad_epochs += 1
-        if cfg.optim.best_metric == "last":
-            best_value, best_epoch = None, epoch
-            save_checkpoint(evaluated, best_path, metadata("best", epoch))
-        elif _is_better(cfg.optim.best_metric, val[cfg.optim.best_metric], best_value):
-            best_value, best_epoch = float(val[cfg.optim.best_metric]), epoch
-            save_checkpoint(evaluated, best_path, metadata("best", epoch))
-        save_checkpoint(evaluated, last_path, metadata("last", epoch))
+        with _calibrated(evaluated, offset):
+            if cfg.optim.best_metric == "last":
+                best_value, best_epoch = None, epoch
+                save_checkpoint(evaluated, best_path, metadata("best", epoch))
+            elif _is_better(cfg.optim.best_metric, val[cfg.optim.best_metric], best_value):
+                best_value, best_epoch = float(val[cfg.optim.best_metric]), epoch
+                save_checkpoint(evaluated, best_path, metadata("best", epoch))
+            save_checkpoint(evaluated, last_path, metadata("last", epoch))
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                  "best_epoch": best_epoch, "best_value": best_value, "best_loss": best_loss,
-                 "bad_epochs": bad_epochs, "history": json.dumps(history, default=_finite), "init": init_desc}
+                 "bad_epochs": bad_epochs, "history": json.dumps(history, default=_finite), "init": init_desc,
+                 "calibration": calibration}
         if ema is not None:
             state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         with atomic_path(state_path) as tmp:
@@ -463,7 +506,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             stopped = f"time budget ({cfg.optim.max_minutes:g} min)"
             break
     if not best_path.exists() and last_path.exists():  # e.g. NaN metrics only: last is the best we have
-        save_checkpoint(evaluated, best_path, metadata("best", epoch))
+        with _calibrated(evaluated, offset):
+            save_checkpoint(evaluated, best_path, metadata("best", epoch))
     return TrainResult(out=out, best=best_path, last=last_path, best_epoch=best_epoch,
                        epochs_run=len(history), stopped=stopped, history=history)
 
