@@ -12,6 +12,16 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    """Two small synthetic images with their ground truth, as `rosette-bmz synth` writes them."""
+    from rosette_bmz.synth import write_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    write_dataset(out, n=2, size=192, seed=3, noise=0.3, progress=False, n_rosettes=3, n_decoys=2)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_state():
     """A tiny (base 4) AttentionUNet state dict with non-trivial BN statistics, fixed seed."""

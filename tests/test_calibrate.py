@@ -14,15 +14,6 @@ from rosette_bmz.cli import main
 from rosette_bmz.evaluate import load_eval_dataset
 
 
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    from rosette_bmz.synth import write_dataset
-
-    out = tmp_path_factory.mktemp("synth")
-    write_dataset(out, n=2, size=192, seed=3, noise=0.3, progress=False, n_rosettes=3, n_decoys=2)
-    return out
-
-
 def _graded(items):
     """0.7 on every rosette, plus one false 8x8 blob at 0.45 where there is no rosette."""
     table = {}

@@ -13,15 +13,6 @@ from rosette_bmz.cli import main
 from rosette_bmz.inputs import inner_outlines
 
 
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    from rosette_bmz.synth import write_dataset
-
-    out = tmp_path_factory.mktemp("synth")
-    write_dataset(out, n=2, size=192, seed=3, noise=0.3, progress=False, n_rosettes=3, n_decoys=2)
-    return out
-
-
 def _oracle(items):
     """A predict_fn that returns the ground truth of the image it is given (matched by the input)."""
     table = {it.outlines.tobytes(): it.rosettes for it in items}
