@@ -22,6 +22,7 @@ threshold reaches it, the highest event F1.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from datetime import datetime, timezone
@@ -104,8 +105,6 @@ def calibration_threshold(checkpoint: str | os.PathLike) -> float | None:
     if Path(checkpoint).suffix.lower() not in (".pt", ".pth") or not side.is_file():
         return None
     try:
-        import json
-
         t = (json.loads(side.read_text()).get("calibration") or {}).get("threshold")
     except (OSError, ValueError, AttributeError):
         return None
