@@ -625,11 +625,13 @@ def predict_image_dask(path: str | os.PathLike, model: Any, dask: Any = "local",
 
 
 def _remove_orphans(out_dir: Path, paths: Iterable[Path]) -> None:
-    """Temporary files of tasks that died with their worker (the rerun wrote the outputs)."""
+    """Temporary files of tasks that died with their worker (the rerun wrote the outputs): ``.<stem>_*.tmp``,
+    and ``..<stem>_*.tmp`` where a writer (e.g. the CSV's) made its own temporary file of a temporary path."""
     import glob
 
     for path in paths:
-        for orphan in out_dir.glob(f".{glob.escape(image_stem(path))}_*.tmp"):
+        stem = glob.escape(image_stem(path))
+        for orphan in [*out_dir.glob(f".{stem}_*.tmp"), *out_dir.glob(f"..{stem}_*.tmp")]:
             if orphan.is_dir():
                 shutil.rmtree(orphan, ignore_errors=True)
             else:

@@ -125,6 +125,20 @@ def _load(spec):
     return id(pred), pred.backend.threads, len(rd._PREDICTORS)
 
 
+def test_orphans_of_a_killed_worker_are_removed_nested_temporaries_too(tmp_path):
+    # a worker killed between a writer's own temporary file and its rename leaves "..<name>.tmp.<...>.tmp"
+    from rosette_bmz.files import temp_name
+
+    inner = temp_name(temp_name(tmp_path / "img1_rosettes.csv"))
+    outer = temp_name(tmp_path / "img1_prob.tif")
+    keep = [tmp_path / "img1_prob.tif", temp_name(tmp_path / "img10_prob.tif"), tmp_path / ".img1_notes.txt"]
+    for f in [inner, outer, *keep]:
+        f.write_text("x")
+    assert inner.name.startswith("..img1_rosettes.csv.")
+    rd._remove_orphans(tmp_path, [Path("in/img1.tif")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
+
+
 def test_workers_load_the_model_once_with_their_share_of_the_cores(client):
     shares = dict(rd._thread_shares(client))
     assert shares == {"127.0.0.1": max(1, len(os.sched_getaffinity(0)) // 2)}
