@@ -345,8 +345,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     # train without it, and put it back on every validated and saved model, so the run keeps the
     # operating point (a resumed run's last.pt carries it too).
     calibration = None
-    if resume:
-        calibration = torch.load(state_path, map_location="cpu", weights_only=True).get("calibration")
+    st = torch.load(state_path, map_location="cpu", weights_only=True) if resume else None
+    if st is not None:
+        calibration = st.get("calibration")
     elif cfg.model.init:
         from ..calibrate import calibration_threshold
 
@@ -370,7 +371,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if cfg.optim.ema > 0:   # last.pt holds the averaged weights; the raw ones are in last_state.pt
         ema = WeightAverage(model, cfg.optim.ema)
         if resume:
-            raw = torch.load(state_path, map_location="cpu", weights_only=True).get("model")
+            raw = st.get("model")
             if raw is None:
                 raise CheckpointError(f"--resume with optim.ema: {state_path} holds no raw weights (the run "
                                       "was started without optim.ema)")
@@ -394,7 +395,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     history: list = []
     start_epoch, best_value, best_epoch, best_loss, bad_epochs = 1, None, 0, None, 0
     if resume:
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start_epoch = int(st["epoch"]) + 1
