@@ -165,7 +165,7 @@ def main(argv=None) -> int:
           f"(`rosette-bmz synth --world NAME --seed 0`), model `{model_name}` ({args.backend} backend, "
           f"{args.mode} tiling" + (", test-time augmentation: mean of the 8 rotations / flips" if args.tta else "")
           + ") / baseline (vertex multiplicity on the outlines). Ground truth: the one "
-          "rosette definition on the clean tiling (docs/metrics.md, \"What a rosette is\"): planted and "
+          "rosette definition on each image's label image (docs/metrics.md, \"What a rosette is\"): planted and "
           "chance rosettes alike; decoys are the 4-cell junctions away from rosettes. Each cell reads "
           "**model / baseline**; event recall = rosettes with >= 1 px at p >= 0.5; event precision = "
           "proposals (p > 0.5, >= 10 px) on a rosette; pixel Dice soft, mean per image; decoys hit = 4-cell "

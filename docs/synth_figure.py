@@ -150,7 +150,7 @@ def legend(width: int) -> Image.Image:
     d.ellipse((xr, 8, xr + 16, 24), outline=DECOY, width=3)
     d.text((xr + 26, 7), "decoy: 4-cell junction or small cell with 4", fill=(0, 0, 0), font=f)
     d.text((xr + 26, 29), "neighbours (hard negative, not labelled)", fill=(0, 0, 0), font=f)
-    d.text((10, 70), "masks: the one rosette definition on the clean tiling (every >= 5-cell junction); "
+    d.text((10, 70), "masks: the one rosette definition on the label image (every >= 5-cell junction); "
                      "outlines as the model reads them; 1:1 pixels, 24 px cells unless stated",
            fill=(90, 90, 90), font=_font(12))
     return im

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .constants import BACKENDS, DASK_CHUNK, EVAL_TRUTHS, GROUPINGS, INPUT_KINDS, PAD_MODES, PRECISIONS
+from .constants import BACKENDS, DASK_CHUNK, EVAL_TRUTHS, GROUPINGS, INPUT_KINDS, PAD_MODES, PRECISIONS, SYNTH_TRUTHS
 from .errors import RosetteError
 
 #: Errors a user can fix besides :class:`~rosette_bmz.errors.RosetteError`: printed as one line.
@@ -26,7 +26,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import write_dataset
 
     written = write_dataset(args.out, n=args.n, size=args.size, seed=args.seed, noise=args.noise,
-                            cell_diameter=args.cell_diameter, world=args.world, progress=True)
+                            cell_diameter=args.cell_diameter, world=args.world, progress=True, truth=args.truth)
     print(f"wrote {len(written)} synthetic image(s) to {args.out} "
           f"(synth_NNNN_labels.tif, _outlines.tif, _rosettes.tif, .json)")
     return 0
@@ -210,6 +210,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="draw each image's settings from a named world: train (the randomised training "
                         "distribution), heldout (same, other seeds), or an 'other world' outside the training "
                         "ranges: small_cells, large_cells, wide_lines, noise1, poisson, hexjitter")
+    p.add_argument("--truth", default=SYNTH_TRUTHS[0], choices=SYNTH_TRUTHS,
+                   help="where the rosette rule reads the ground truth: the final cell label image with its gaps "
+                        "closed, as `evaluate --truth labels` does (default), or the clean tiling before "
+                        "segmentation noise; the images are the same either way")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_synth)
 
@@ -217,7 +221,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="training config: a YAML file, or the name of a shipped one "
                         "(rosette_bmz/training/configs/: published, finetune, review, demo, demo_stage1, world, "
-                        "world_near, world_wide)")
+                        "world_near, world_wide, world_seg)")
     p.add_argument("--init", default=None, help="start from these weights (checkpoint or rdf.yaml)")
     p.add_argument("--images", default=None, help="folder of outline/label TIFFs to fine-tune on")
     p.add_argument("--masks", default=None, help="folder of rosette masks matching --images by name")

@@ -11,7 +11,8 @@ __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
            "NEAR_MISS_DISTANCE",
-           "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "PRECISIONS",
+           "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "SYNTH_TRUTHS",
+           "PRECISIONS",
            "SUMMARY_SUFFIX", "SUMMARY_CSV", "GROUPINGS"]
 
 #: Height and width of a network input must be multiples of this (four 2x poolings).
@@ -99,6 +100,10 @@ TISSUE_FREE_SHAPES: tuple[str, ...] = ("blobs", "disc")
 #: Where ``rosette-bmz evaluate`` takes the ground truth from: the ``<name>_rosettes.tif``
 #: annotations, or the rosette definition applied to each ``<name>_labels.tif``.
 EVAL_TRUTHS: tuple[str, ...] = ("files", "labels")
+
+#: Where the generator reads its ground truth: the final cell label image (segmentation noise
+#: included, gaps closed as ``evaluate --truth labels`` does), or the clean tiling before noise.
+SYNTH_TRUTHS: tuple[str, ...] = ("labels", "clean")
 
 #: Training arithmetic (``optim.precision`` of a training config, ``rosette-bmz train --precision``).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")

@@ -1,8 +1,8 @@
 """What a rosette is: one rule, read off a cell label image.
 
 The generator labels its images with it (:func:`rosette_bmz.synth.generate` calls
-:func:`find_rosettes` on its clean, pre-noise tiling), ``rosette-bmz evaluate --truth labels``
-builds ground truth with it from a user's label images, and ``docs/metrics.md`` ("What a
+:func:`find_rosettes` on its final, noisy label image with gaps closed), ``rosette-bmz evaluate
+--truth labels`` builds ground truth the same way from a user's label images, and ``docs/metrics.md`` ("What a
 rosette is") states it. Planted or arisen by chance makes no difference.
 
 The rule, on a cell label image (0 = no tissue)

@@ -19,7 +19,8 @@ ground truth is read off each ``<stem>_labels.tif`` (a corrected segmentation, o
 tiling) by the one definition of a rosette (:func:`rosette_bmz.definition.find_rosettes`, gaps
 up to 3 px closed first): its rosettes are the events, its 4-cell junctions the decoys, the
 typical cell diameter sets the decoy radius. The synthetic generator labels its images with the
-same function (on its clean tiling, before segmentation noise).
+same function in the same way (on its final label image, gaps closed), so for a synthetic folder
+``--truth labels`` reproduces the ``_rosettes.tif`` files.
 """
 
 from __future__ import annotations

@@ -22,17 +22,25 @@ evaluation, tests and benchmarks. One call to :func:`generate` returns a :class:
 Ground truth: the one definition
 --------------------------------
 Every rosette of the image is labelled, planted or arisen by chance: the rosettes and decoys are
-:func:`rosette_bmz.definition.find_rosettes` of the *clean tiling* (``SynthImage.clean_labels``:
-the nearest-seed cells before segmentation noise): every vertex of the cell junction graph where
+:func:`rosette_bmz.definition.find_rosettes` of the *final cell label image* ``labels`` (the
+segmentation the outlines are drawn from, noise included), with gaps of up to
+:data:`~rosette_bmz.baseline.LABEL_GAP_FILL` px closed first: exactly what ``rosette-bmz evaluate
+--truth labels`` does with a user's segmentation. Every vertex of the cell junction graph where
 >= 5 cells meet (partial vertices less than 3.5 px apart are one vertex), or where >= 5 cells
-close around a small (extruding) cell; the 4-cell junctions away from rosettes are the decoys;
-each mask is the rosette's cells clipped to a disc of one local cell diameter (``mask_radius``).
-``meta["rosettes"][i]["planted"]`` says whether a planted structure sits there (its ring cells
-all meet at that vertex); ``meta["n_planted_found"]`` of ``meta["n_planted"]`` are found so
-(99.6 % of 450 in 20 training-world images: a very narrow ring cell can pass for an extruding
-cell, the rosette is then labelled as the extrusion kind around it), ``meta["n_chance_rosettes"]``
-rosettes arose by chance. Cells of every rosette and of planted decoys are protected from
-merges, splits and drops, so their multiplicity can be read off ``labels`` at any noise level.
+close around a small (extruding) cell, is a rosette; the 4-cell junctions away from rosettes are
+the decoys; each mask is the rosette's cells clipped to a disc of one local cell diameter
+(``mask_radius``). The truth is what the network can see: a merge, a gap or a jittered border
+that turns a 5-cell junction into two 3-cell ones (or two 3-cell ones into a 5-cell one) changes
+it. ``truth="clean"`` reads it off the clean tiling instead (``SynthImage.clean_labels``: the
+nearest-seed cells before segmentation noise; the truth until stop 25); the image is the same
+either way. ``meta["rosettes"][i]["planted"]`` says whether a planted structure sits there (its
+ring cells all meet at that vertex); ``meta["n_planted_found"]`` of ``meta["n_planted"]`` are
+found so (on the clean tiling 99.6 % of 450 in 20 training-world images: a very narrow ring cell
+can pass for an extruding cell, the rosette is then labelled as the extrusion kind around it; in
+the segmentation a few more are lost to jitter and gaps), ``meta["n_chance_rosettes"]`` rosettes
+arose by chance (in the tiling or through the noise). Cells of every clean-tiling rosette and of
+planted decoys are protected from merges, splits and drops, so a planted rosette's multiplicity
+can be read off ``labels`` at any noise level.
 
 How the tissue is made
 ----------------------
@@ -68,8 +76,8 @@ neighbour pairs, cells split in two by a straight cut, missed cells (label 0), a
 
 Randomness comes from two ``numpy.random.Generator`` streams spawned from ``seed``: one for the
 tissue geometry (cells, rosettes, decoys), one for the noise. The same arguments give the same
-image, and the same seed at another ``noise`` or outline style gives the same clean tiling,
-hence the same rosettes, masks and decoys. :func:`generate_world` draws the arguments from a
+image, and the same seed at another ``noise`` or outline style gives the same clean tiling
+(hence, with ``truth="clean"``, the same rosettes, masks and decoys). :func:`generate_world` draws the arguments from a
 named distribution (:mod:`rosette_bmz.worlds`).
 """
 
@@ -85,7 +93,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .constants import OUTLINE_STYLES, TILINGS, TISSUE_FREE_SHAPES
+from .constants import OUTLINE_STYLES, SYNTH_TRUTHS, TILINGS, TISSUE_FREE_SHAPES
 from .errors import SynthError
 from .files import atomic_path
 from .inputs import inner_outlines
@@ -192,8 +200,8 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
              mask_radius: float = 1.0, lloyd_iterations: int = 4, wedge_fraction: float = 0.5,
              central_radius: Sequence[float] = (0.18, 0.32), tiling: str = "lloyd",
              tissue_free_shape: str = "blobs", outline_style: str = "inner",
-             line_width: int | None = None) -> SynthImage:
-    """Generate one synthetic epithelium image; its rosettes are read off the clean tiling by the rule.
+             line_width: int | None = None, truth: str = "labels") -> SynthImage:
+    """Generate one synthetic epithelium image; its rosettes are read off its label image by the rule.
 
     Args:
         size: image size, an int (square) or ``(height, width)``.
@@ -234,6 +242,12 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         outline_style: ``"inner"`` (Cellpose inner outlines), ``"watershed"`` (1 px lines between
             cells) or ``"thick"`` (lines of ``line_width`` px), see :func:`draw_outlines`.
         line_width: line width of the ``thick`` style, 2-6 (default 2); must be None or 1 otherwise.
+        truth: where the rule reads the ground truth: ``"labels"`` (default) the final cell
+            label image ``labels``, segmentation noise included, with gaps of up to
+            :data:`~rosette_bmz.baseline.LABEL_GAP_FILL` px closed first (exactly what
+            ``rosette-bmz evaluate --truth labels`` does with a user's segmentation); ``"clean"``
+            the clean tiling before segmentation noise (the truth before stop 25). The image
+            (labels, outlines) is the same either way.
 
     Returns:
         :class:`SynthImage`; ``meta`` holds the values actually used (drawn ones included), the
@@ -257,7 +271,10 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
               "wiggle": wiggle, "tissue_free": tissue_free, "mask_radius": mask_radius,
               "lloyd_iterations": lloyd_iterations, "wedge_fraction": wedge_fraction,
               "central_radius": [float(c) for c in central_radius], "tiling": tiling,
-              "tissue_free_shape": tissue_free_shape, "outline_style": outline_style, "line_width": line_width}
+              "tissue_free_shape": tissue_free_shape, "outline_style": outline_style, "line_width": line_width,
+              "truth": truth}
+    if truth not in SYNTH_TRUTHS:
+        raise SynthError(f"truth must be one of {', '.join(SYNTH_TRUTHS)}, got {truth!r}")
     k_lo, k_hi = (int(k) for k in k_range)
     if not 5 <= k_lo <= k_hi <= 12:
         raise SynthError(f"k_range must satisfy 5 <= min <= max <= 12, got {k_range!r}")
@@ -413,15 +430,15 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
     lut, n_clean = _sequential_lut(clean_seed, n_ids, min_area=0.12 * _HEX_AREA * d * d, keep=planted_ids)
     clean_labels = lut[clean_seed + 1]
 
-    # --- ground truth: the rule on the clean tiling (planted or not)
-    truth = find_rosettes(clean_labels, mask_radius=mask_radius, cell_diameter=d)
+    # --- the rule on the clean tiling: its rosettes' cells are kept through the noise below (and
+    # with truth="clean" it is the ground truth)
+    clean_truth = find_rosettes(clean_labels, mask_radius=mask_radius, cell_diameter=d)
     seed_of = np.full(n_clean + 1, -1, np.int64)          # clean label -> seed id
     present = np.flatnonzero(lut[1:])
     seed_of[lut[1:][present]] = present
-    ros_meta, dec_meta, planted_stats = _label_truth(truth, structures, lut)
 
-    # --- segmentation noise on labels; the cells of every rosette and planted decoy are kept
-    protected = planted_ids | {int(seed_of[c]) for r in ros_meta for c in r["cells"] + r["central"]}
+    # --- segmentation noise on labels; the cells of every clean rosette and planted decoy are kept
+    protected = planted_ids | {int(seed_of[c]) for r in clean_truth.rosettes for c in r["cells"] + r["central"]}
     noise_stats = {"merged": 0, "split": 0, "dropped": 0}
     if noise > 0:
         seg_seed = np.where(gone[noisy_id], -1, noisy_id) if gone is not None else noisy_id
@@ -438,19 +455,32 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         seg_seed = _split_cells(nrng, seg_seed, free, noise, d, noise_stats)
         lut2, n_cells = _sequential_lut(seg_seed, int(seg_seed.max()) + 1, min_area=4, keep=protected)
         labels = lut2[seg_seed + 1]
-        # re-express the cell ids of rosettes and decoys in the new numbering (merged cells:
-        # the id they were merged into; dropped cells: 0)
+        # seed id + 1 -> its cell in ``labels`` (merged cells: the cell they were merged into;
+        # dropped cells: 0)
         lut2x = np.zeros(max(len(lut2), n_ids + 2), np.int64)
         lut2x[:len(lut2)] = lut2
-        new_of = np.zeros(n_clean + 1, np.int64)
-        ok = seed_of >= 0
-        new_of[ok] = lut2x[ext[seed_of[ok] + 1] + 1]
-        for entry in ros_meta + dec_meta:
-            entry["cells"] = [int(new_of[c]) for c in entry["cells"]]
-            entry["central"] = [int(new_of[c]) for c in entry["central"]]
+        final_lut = lut2x[ext[:n_ids + 1] + 1]
     else:
         labels = clean_labels
         n_cells = n_clean
+        final_lut = lut
+
+    # --- ground truth: the rule on the final label image (default) or on the clean tiling
+    if truth == "labels":
+        from .baseline import LABEL_GAP_FILL
+
+        rule = find_rosettes(labels, mask_radius=mask_radius, cell_diameter=d, fill_gaps=LABEL_GAP_FILL)
+        ros_meta, dec_meta, planted_stats = _label_truth(rule, structures, final_lut)
+    else:
+        rule = clean_truth
+        ros_meta, dec_meta, planted_stats = _label_truth(rule, structures, lut)
+        if noise > 0:   # the clean cell ids, re-expressed in the numbering of ``labels``
+            new_of = np.zeros(n_clean + 1, np.int64)
+            ok = seed_of >= 0
+            new_of[ok] = final_lut[seed_of[ok] + 1]
+            for entry in ros_meta + dec_meta:
+                entry["cells"] = [int(new_of[c]) for c in entry["cells"]]
+                entry["central"] = [int(new_of[c]) for c in entry["central"]]
 
     outlines = draw_outlines(labels, outline_style, width)
     if noise > 0:
@@ -463,14 +493,14 @@ def generate(size: int | Sequence[int] = 1024, seed: int = 0, *, cell_diameter: 
         "elongation": round(float(elongation), 4), "gradient": round(float(gradient), 4),
         "warp": float(warp), "wiggle": float(wiggle), "tissue_free": round(float(tissue_free), 4),
         "tissue_free_shape": tissue_free_shape, "tiling": tiling, "outline_style": outline_style,
-        "line_width": width, "mask_radius": float(mask_radius), "rule": RULE,
+        "line_width": width, "mask_radius": float(mask_radius), "rule": RULE, "truth": truth,
         "n_cells": int(n_cells), "n_cells_clean": int(n_clean),
         "n_rosettes": len(ros_meta), **planted_stats,
         "noise_events": {k: int(v) for k, v in noise_stats.items()},
-        "rosettes": ros_meta, "decoys": dec_meta, "near_misses": truth.near_misses,
+        "rosettes": ros_meta, "decoys": dec_meta, "near_misses": rule.near_misses,
         "params": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()},
     }
-    return SynthImage(labels=labels.astype(np.int32, copy=False), outlines=outlines, rosettes=truth.mask,
+    return SynthImage(labels=labels.astype(np.int32, copy=False), outlines=outlines, rosettes=rule.mask,
                       meta=meta, clean_labels=clean_labels.astype(np.int32, copy=False))
 
 
@@ -639,9 +669,10 @@ def _remove_tissue_free(cell_id, tissue, n_ids, keep_ids):
 def _label_truth(truth, structures, lut):
     """Meta entries of the rule's rosettes and decoys, with which ones were planted.
 
-    A planted structure is *found* when one rule vertex holds all its ring cells (and its
-    central cell): ``planted`` is then True on that entry (``style`` says wedge or compact).
-    Returns the rosette list, the decoy list and the counts for ``meta``.
+    ``lut[seed id + 1]`` is a seed's cell in the label image the rule read. A planted structure
+    is *found* when one rule vertex holds all its ring cells (and its central cell): ``planted``
+    is then True on that entry (``style`` says wedge or compact). Returns the rosette list, the
+    decoy list and the counts for ``meta``.
     """
     ros = [dict(r, planted=False) for r in truth.rosettes]
     dec = [dict(r, planted=False) for r in truth.decoys]

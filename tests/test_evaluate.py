@@ -174,11 +174,11 @@ def test_exactly_one_of_model_and_predict_fn(synth_dir):
 
 
 def test_truth_from_labels_is_the_generators_truth(tmp_path):
-    """--truth labels applies the definition to <name>_labels.tif: on a noise-free synthetic image the
-    labels are the clean tiling, so the ground truth is the generator's own."""
+    """--truth labels applies the definition to <name>_labels.tif: on a synthetic image, segmentation
+    noise and tissue-free space included, the ground truth is the generator's own."""
     from rosette_bmz.synth import write_dataset
 
-    write_dataset(tmp_path, n=2, size=256, seed=5, noise=0.0, cell_diameter=18, tissue_free=0.0, progress=False)
+    write_dataset(tmp_path, n=2, size=256, seed=5, noise=0.6, cell_diameter=18, tissue_free=0.1, progress=False)
     files = E.load_eval_dataset(tmp_path)
     rule = E.load_eval_dataset(tmp_path, truth="labels")
     assert [it.name for it in rule] == [it.name for it in files]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from rosette_bmz.baseline import LABEL_GAP_FILL
 from rosette_bmz.definition import find_rosettes
 from rosette_bmz.inputs import from_outlines, inner_outlines
 from rosette_bmz.synth import SynthError, draw_outlines, generate, generate_world, load_dataset, write_dataset
@@ -22,6 +23,11 @@ def clean():
 @pytest.fixture(scope="module")
 def noisy():
     return generate(SIZE, seed=4, noise=0.8, n_rosettes=3, n_decoys=2)
+
+
+@pytest.fixture(scope="module")
+def noisy_clean_truth():
+    return generate(SIZE, seed=4, noise=0.8, n_rosettes=3, n_decoys=2, truth="clean")
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +64,22 @@ def _strip(entries):
     return [{k: v for k, v in e.items() if k not in ("planted", "style")} for e in entries]
 
 
-@pytest.mark.parametrize("which", ["clean", "noisy", "chancy"])
-def test_ground_truth_is_the_rule_on_the_clean_tiling(which, request):
-    """One definition: meta and masks are exactly find_rosettes(clean_labels), planted or not."""
+@pytest.mark.parametrize("which", ["clean", "noisy", "chancy", "noisy_clean_truth"])
+def test_ground_truth_is_the_rule_on_the_label_image(which, request):
+    """One definition: meta and masks are exactly find_rosettes of the final label image with its
+    gaps closed, as ``evaluate --truth labels`` reads a user's segmentation (truth="clean": of the
+    clean tiling), planted or not."""
     img = request.getfixturevalue(which)
-    truth = find_rosettes(img.clean_labels, cell_diameter=img.meta["cell_diameter"])
+    if img.meta["truth"] == "labels":
+        truth = find_rosettes(img.labels, cell_diameter=img.meta["cell_diameter"], fill_gaps=LABEL_GAP_FILL)
+    else:
+        truth = find_rosettes(img.clean_labels, cell_diameter=img.meta["cell_diameter"])
     np.testing.assert_array_equal(img.rosettes, truth.mask)
     ros, dec = img.meta["rosettes"], img.meta["decoys"]
     assert [(r["y"], r["x"], r["k"], r["kind"], r["area"]) for r in ros] == \
         [(r["y"], r["x"], r["k"], r["kind"], r["area"]) for r in truth.rosettes]
     assert [(d["y"], d["x"], d["kind"]) for d in dec] == [(d["y"], d["x"], d["kind"]) for d in truth.decoys]
-    if img.meta["noise"] == 0:
+    if img.meta["noise"] == 0 or img.meta["truth"] == "labels":   # cell ids in the numbering of ``labels``
         assert _strip(ros) == truth.rosettes and _strip(dec) == truth.decoys
     assert all(r["k"] >= 5 and r["kind"] in ("vertex", "extrusion") for r in ros)
     assert all(d["k"] == 4 and d["kind"] in ("four_cell", "small_cell") for d in dec)
@@ -84,8 +95,8 @@ def test_the_rule_finds_every_planted_rosette_and_labels_chance_ones(chancy):
 
 
 def test_every_point_where_five_cells_meet_is_labelled(chancy):
-    """Wherever >= 5 clean cells come within 2 px of a pixel, a labelled rosette mask is there."""
-    lab = chancy.clean_labels
+    """Wherever >= 5 cells come within 2 px of a pixel, a labelled rosette mask is there."""
+    lab = chancy.labels
     h, w = lab.shape
     r = 2
     offs = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx <= r * r]
@@ -102,7 +113,7 @@ def test_near_misses_are_close_vertex_pairs_with_five_cells_and_no_rosette(chanc
     """A near miss: two non-rosette vertices < NEAR_MISS_DISTANCE apart, >= 5 cells together, off every mask."""
     from rosette_bmz.constants import NEAR_MISS_DISTANCE
 
-    truth = find_rosettes(chancy.clean_labels, cell_diameter=chancy.meta["cell_diameter"])
+    truth = find_rosettes(chancy.labels, cell_diameter=chancy.meta["cell_diameter"], fill_gaps=LABEL_GAP_FILL)
     near = chancy.meta["near_misses"]
     assert near == truth.near_misses and len(near) >= 3       # 16 px cells: they arise by chance
     small = [v for v in truth.vertices if v["k"] < 5]
@@ -144,7 +155,9 @@ def test_planted_rosette_multiplicity_from_labels(which, request):
 def test_decoys_are_four_cell_junctions_away_from_rosettes(which, request):
     img = request.getfixturevalue(which)
     dec = img.meta["decoys"]
-    assert sum(d["planted"] for d in dec) == img.meta["n_planted_decoys_found"] == 2
+    assert sum(d["planted"] for d in dec) == img.meta["n_planted_decoys_found"] <= 2
+    if img.meta["noise"] == 0:   # with noise, a merge next to a planted decoy can make it part of a rosette
+        assert img.meta["n_planted_decoys_found"] == 2
     assert len(dec) > 5                          # chance 4-cell junctions are decoys too
     far = ndimage.distance_transform_edt(img.rosettes == 0)
     for dcy in dec:
@@ -164,7 +177,7 @@ def test_rosette_masks(which, request):
         m = img.rosettes == r["id"]
         assert m.sum() == r["area"] > 0
         # only the rosette's own cells, within one local cell diameter of the vertex
-        assert set(np.unique(img.clean_labels[m]).tolist()) <= set(r["cells"] + r["central"])
+        assert set(np.unique(img.labels[m]).tolist()) <= set(r["cells"] + r["central"]) | {0}
         yy, xx = np.nonzero(m)
         assert np.hypot(yy - r["y"], xx - r["x"]).max() <= r["mask_radius"] + 1e-6
         assert 0.5 * img.meta["cell_diameter"] < r["mask_radius"] < 2 * img.meta["cell_diameter"]
@@ -294,6 +307,10 @@ def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["synth", "--n", "2", "--size", "128", "--seed", "3", "--out", str(out)]) == 0
     assert len(list(out.glob("synth_*_outlines.tif"))) == 2
+    assert json.loads((out / "synth_0000.json").read_text())["truth"] == "labels"
+    assert main(["synth", "--n", "1", "--size", "128", "--seed", "3", "--truth", "clean", "--out",
+                 str(tmp_path / "clean")]) == 0
+    assert json.loads((tmp_path / "clean" / "synth_0000.json").read_text())["truth"] == "clean"
     assert main(["synth", "--n", "1", "--size", "30", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "too small" in err
@@ -301,10 +318,11 @@ def test_cli_synth(tmp_path, capsys):
     assert "must be a positive integer" in capsys.readouterr().err
 
 
-def test_noise_keeps_tissue_and_ground_truth():
-    """Same seed, different noise: the same clean tiling, hence exactly the same rosettes, masks and decoys."""
-    a = generate(256, seed=9, noise=0.0, n_rosettes=3, n_decoys=2)
-    b = generate(256, seed=9, noise=0.9, n_rosettes=3, n_decoys=2)
+def test_noise_keeps_tissue_and_clean_ground_truth():
+    """Same seed, different noise: the same clean tiling, hence (truth="clean") exactly the same rosettes,
+    masks and decoys."""
+    a = generate(256, seed=9, noise=0.0, n_rosettes=3, n_decoys=2, truth="clean")
+    b = generate(256, seed=9, noise=0.9, n_rosettes=3, n_decoys=2, truth="clean")
     np.testing.assert_array_equal(a.clean_labels, b.clean_labels)
     np.testing.assert_array_equal(a.rosettes, b.rosettes)
     key = ("y", "x", "k", "kind", "planted")
@@ -316,6 +334,21 @@ def test_noise_keeps_tissue_and_ground_truth():
     for ra, rb in zip(a.meta["rosettes"], b.meta["rosettes"]):
         for ca, cb in zip(ra["cells"] + ra["central"], rb["cells"] + rb["central"]):
             assert (b.clean_labels[b.labels == cb] == ca).mean() > 0.8
+
+
+def test_truth_follows_the_segmentation_and_leaves_the_image_alone():
+    """The default truth is read off the noisy labels: merges, gaps and jitter add and remove rosettes there,
+    while the image itself (labels, outlines) is the same whichever truth is asked for."""
+    kw = dict(seed=0, noise=0.8, cell_diameter=18)
+    seg, clean = generate(512, **kw), generate(512, truth="clean", **kw)
+    np.testing.assert_array_equal(seg.labels, clean.labels)
+    np.testing.assert_array_equal(seg.outlines, clean.outlines)
+    assert seg.meta["truth"] == "labels" and clean.meta["truth"] == "clean"
+    assert not np.array_equal(seg.rosettes, clean.rosettes)
+    # planted rosettes' cells are kept through the noise: nearly all are still found in the segmentation
+    assert seg.meta["n_planted_found"] >= 0.8 * seg.meta["n_planted"] > 0
+    with pytest.raises(SynthError, match="truth must be one of labels, clean"):
+        generate(128, seed=0, truth="planted")
 
 
 def test_bad_seed():
