@@ -98,17 +98,27 @@ def choose_threshold(sweep: Sequence[dict], min_precision: float | None = None) 
 
 
 def calibration_threshold(checkpoint: str | os.PathLike) -> float | None:
-    """The threshold :func:`calibrate` baked into ``checkpoint`` (from its sidecar), or None."""
-    from .checkpoint import sidecar_path
+    """The threshold :func:`calibrate` baked into ``checkpoint``, or None.
 
-    side = sidecar_path(checkpoint)
-    if Path(checkpoint).suffix.lower() not in (".pt", ".pth") or not side.is_file():
-        return None
+    A checkpoint carries it in its JSON sidecar, a package exported from one in its rdf.yaml
+    (``config.rosette_bmz.calibration.threshold``).
+    """
+    import yaml
+
+    from .checkpoint import calibration_threshold_of, sidecar_path
+    from .constants import RDF_CONFIG_KEY
+
+    path = Path(checkpoint)
     try:
-        t = (json.loads(side.read_text()).get("calibration") or {}).get("threshold")
-    except (OSError, ValueError, AttributeError):
+        if path.suffix.lower() in (".yaml", ".yml"):
+            config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+            return calibration_threshold_of(config.get(RDF_CONFIG_KEY))
+        side = sidecar_path(checkpoint)
+        if path.suffix.lower() not in (".pt", ".pth") or not side.is_file():
+            return None
+        return calibration_threshold_of(json.loads(side.read_text()))
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return None
-    return float(t) if isinstance(t, (int, float)) and 0 < t < 1 else None
 
 
 def logit(threshold: float) -> float:

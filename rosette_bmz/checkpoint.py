@@ -28,7 +28,8 @@ from .model import AttentionUNet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "LoadedModel", "load_checkpoint", "load_state_dict", "infer_kwargs", "check_finite",
+__all__ = ["CheckpointError", "LoadedModel", "calibration_threshold_of", "load_checkpoint",
+           "load_state_dict", "infer_kwargs", "check_finite",
            "build_model", "save_checkpoint", "sidecar_path"]
 
 
@@ -45,6 +46,17 @@ class LoadedModel:
 def sidecar_path(checkpoint: str | os.PathLike) -> Path:
     """``model.pt`` -> ``model.json``: the trainer's description of a checkpoint."""
     return Path(checkpoint).with_suffix(".json")
+
+
+def calibration_threshold_of(metadata: Any) -> float | None:
+    """The threshold ``rosette-bmz calibrate`` baked into a model's final bias, or None.
+
+    ``metadata``: a checkpoint sidecar or the rdf's ``config.rosette_bmz`` section, both of the
+    form ``{"calibration": {"threshold": t}}``; a value outside (0, 1) counts as absent.
+    """
+    cal = metadata.get("calibration") if isinstance(metadata, Mapping) else None
+    t = cal.get("threshold") if isinstance(cal, Mapping) else None
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1 else None
 
 
 def _unwrap(obj: Any, source: str) -> "OrderedDict[str, torch.Tensor]":

@@ -12,6 +12,7 @@ __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
            "NEAR_MISS_DISTANCE",
            "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "SYNTH_TRUTHS",
+           "RDF_CONFIG_KEY",
            "PRECISIONS",
            "SUMMARY_SUFFIX", "SUMMARY_CSV", "GROUPINGS"]
 
@@ -104,6 +105,11 @@ EVAL_TRUTHS: tuple[str, ...] = ("files", "labels")
 #: Where the generator reads its ground truth: the final cell label image (segmentation noise
 #: included, gaps closed as ``evaluate --truth labels`` does), or the clean tiling before noise.
 SYNTH_TRUTHS: tuple[str, ...] = ("labels", "clean")
+
+#: The rdf ``config`` section of this project: ``config.rosette_bmz.calibration.threshold`` is the
+#: threshold ``rosette-bmz calibrate`` baked into the package's final bias (so a fine-tune from the
+#: rdf.yaml trains without that offset and puts it back, as from the calibrated checkpoint).
+RDF_CONFIG_KEY = "rosette_bmz"
 
 #: Training arithmetic (``optim.precision`` of a training config, ``rosette-bmz train --precision``).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")

@@ -81,3 +81,27 @@ def test_calibrate_cli_writes_the_shifted_checkpoint(tmp_path, synth_dir, tiny_s
     assert main(["calibrate", "--model", str(tmp_path / "rdf.yaml"), "--data", str(synth_dir),
                  "--out", str(tmp_path / "x.pt")]) == 2
     assert "checkpoint" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_the_package_carries_the_calibration_to_a_fine_tune(tmp_path, tiny_state):
+    """An export of a calibrated checkpoint writes the threshold into the rdf (config.rosette_bmz), so a
+    fine-tune from the rdf.yaml (the napari widget's default) trains without the offset, as from the checkpoint."""
+    import yaml
+
+    from rosette_bmz.checkpoint import build_model, save_checkpoint
+    from rosette_bmz.constants import RDF_CONFIG_KEY
+    from rosette_bmz.export import export_package
+
+    ckpt = save_checkpoint(build_model(C.shift_threshold(tiny_state, 0.7)), tmp_path / "cal.pt",
+                           {"calibration": {"threshold": 0.7}})
+    rdf = export_package(ckpt, tmp_path / "pkg", run_test=False)        # validated by bioimageio.spec
+    assert yaml.safe_load(rdf.read_text())["config"][RDF_CONFIG_KEY] == {"calibration": {"threshold": 0.7}}
+    assert C.calibration_threshold(rdf) == C.calibration_threshold(ckpt) == 0.7
+    plain = export_package(save_checkpoint(build_model(tiny_state), tmp_path / "plain.pt"), tmp_path / "plain",
+                           run_test=False)
+    assert RDF_CONFIG_KEY not in yaml.safe_load(plain.read_text())["config"]
+    assert C.calibration_threshold(plain) is None
+    bad = tmp_path / "bad.yaml"
+    for text in ("config: [1, 2", "config:\n  rosette_bmz: {calibration: {threshold: 1.5}}", "- a list"):
+        bad.write_text(text)
+        assert C.calibration_threshold(bad) is None

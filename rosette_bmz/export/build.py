@@ -357,10 +357,13 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
             _write_files(m, files, data, test_output, title, description, synthetic)
             import torch
 
+            from ..checkpoint import calibration_threshold_of
+
             rdf = build_rdf(root=build, files=files, variant=variant, kwargs=m.arch_kwargs, name=title,
                             description=description, authors=list(authors or DEFAULT_AUTHORS),
                             timestamp=timestamp_for(m.metadata, timestamp),
-                            torch_version=torch.__version__.split("+")[0], out_channels=m.kwargs["out_channels"])
+                            torch_version=torch.__version__.split("+")[0], out_channels=m.kwargs["out_channels"],
+                            calibration=calibration_threshold_of(m.metadata))
             rdf_tmp = write_rdf_yaml(rdf, build / "rdf.yaml")
             for f in [rdf_tmp, *(build / PACKAGE_DIR).iterdir()]:
                 f.chmod(0o644)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..constants import DEFAULT_HALO, DIVISOR, PACKAGE_MIN_SIZE
+from ..constants import DEFAULT_HALO, DIVISOR, PACKAGE_MIN_SIZE, RDF_CONFIG_KEY
 from ..errors import ExportError
 from ..files import sha256_of
 from .variants import Variant
@@ -99,7 +99,8 @@ def _axes_in(variant: Variant) -> list[dict]:
 
 def build_rdf(*, root: Path, files: dict[str, Path], variant: Variant, kwargs: dict, name: str,
                description: str, authors: Sequence[dict], timestamp: str, torch_version: str,
-               out_channels: int) -> dict:
+               out_channels: int, calibration: float | None = None) -> dict:
+    """The rdf dict; ``calibration``: the threshold baked into the final bias (``config.rosette_bmz``)."""
     pkg = files
     if variant.kind == "channels":
         preprocessing = [{"id": "scale_range", "kwargs": {
@@ -168,7 +169,9 @@ def build_rdf(*, root: Path, files: dict[str, Path], variant: Variant, kwargs: d
                             "pytorch_version": torch_version},
             "onnx": {**_file(pkg["onnx"], root), "parent": "pytorch_state_dict", "opset_version": onnx_opset()},
         },
-        "config": {"bioimageio": {"reproducibility_tolerance": [dict(REPRODUCIBILITY)]}},
+        "config": {"bioimageio": {"reproducibility_tolerance": [dict(REPRODUCIBILITY)]},
+                   **({RDF_CONFIG_KEY: {"calibration": {"threshold": float(calibration)}}}
+                      if calibration is not None else {})},
     }
 
 
