@@ -103,6 +103,62 @@ def test_loss_matches_formula_and_weights():
     assert d.item() == pytest.approx(1.0)
 
 
+def test_weighted_bce_is_the_weighted_pixel_mean():
+    g = torch.Generator().manual_seed(2)
+    prob = torch.rand(2, 1, 8, 8, generator=g) * 0.98 + 0.01
+    target = (torch.rand(2, 1, 8, 8, generator=g) > 0.6).float()
+    plain = rosette_loss(prob, target)
+    ones = rosette_loss(prob, target, weight=torch.full_like(prob, 3.0))      # uniform weights: no change
+    assert all(a.item() == pytest.approx(b.item(), rel=1e-6) for a, b in zip(plain, ones))
+    w = torch.ones_like(prob)
+    w[0, 0, :2] = 5.0
+    p, t, wn = prob.double().numpy(), target.double().numpy(), w.double().numpy()
+    px = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    _, bce, dice = rosette_loss(prob, target, weight=w)
+    assert bce.item() == pytest.approx((wn * px).sum() / wn.sum(), rel=1e-5)
+    assert dice.item() == pytest.approx(plain[2].item(), rel=1e-6)             # the Dice term is unweighted
+
+
+def test_focus_marks_rosette_vertices_junctions_and_near_misses():
+    from rosette_bmz.training.data import disc_map
+
+    m = disc_map((20, 30), np.array([[5, 5], [19, 29], [-3, 10]]), 2.0)
+    yy, xx = np.mgrid[:20, :30]
+    expected = ((yy - 5) ** 2 + (xx - 5) ** 2 <= 4) | ((yy - 19) ** 2 + (xx - 29) ** 2 <= 4)
+    np.testing.assert_array_equal(m, expected)                               # off-image points cost nothing
+    s = _sample(96, 0, decoys=[[10, 10]])
+    s.near_misses = np.array([[80, 80]])
+    s.decoy_radius = 3.0
+    focus = s.focus
+    assert focus[10, 10] and focus[80, 80] and focus.dtype == np.uint8
+    for i in range(1, int(s.instances.max()) + 1):                           # no meta: the instances' centroids
+        cy, cx = np.argwhere(s.instances == i).mean(0).round().astype(int)
+        assert focus[cy, cx]
+    assert focus.sum() < 4 * np.pi * 9 + 40                                   # four discs of radius 3, no more
+
+
+def test_sampler_weights_follow_the_crop_and_its_augmentation():
+    """The BCE weights are the crop's focus, moved by the same flips / turns / warps as the mask."""
+    cfg = load_config("published.yaml", {"data.crop_size": 64, "data.samples_per_epoch": 8,
+                                         "data.centred_fraction": 1.0, "loss.junction_weight": 4.0})
+    s = _sample(128, 3)
+    s.centres = np.argwhere(s.instances > 0)[::7]
+    s.decoy_radius = 1.5
+    s.mask = (s.focus > 0).astype(np.uint8)           # the mask is the focus: both must move together
+    s.rosette_pixels = np.flatnonzero(s.mask.ravel())
+    sampler = CropSampler([s], cfg.data, cfg.augment, seed=0, junction_weight=cfg.loss.junction_weight)
+    n = 0
+    for xb, yb, wb in sampler.epoch(1, 4):
+        assert wb.shape == yb.shape and set(np.unique(wb)) <= {1.0, 5.0}
+        np.testing.assert_array_equal(wb > 1, yb > 0)
+        n += int((wb > 1).sum())
+    assert n > 0
+    plain = CropSampler([s], cfg.data, cfg.augment.model_copy(update={"enabled": False}), seed=0,
+                        junction_weight=4.0)
+    x, y, kind, w = plain.crop(np.random.default_rng(0))
+    np.testing.assert_array_equal(w > 1, y > 0)
+
+
 # ----------------------------------------------------------------------------- config
 def test_published_config_is_the_recipe():
     cfg = load_config("published.yaml")
@@ -235,7 +291,8 @@ def test_sampler_builds_published_channels_after_augmentation():
     sampler = CropSampler([_sample(128, 0), _sample(128, 1)], cfg.data, cfg.augment, seed=0)
     batches = list(sampler.epoch(1, 4))
     assert [b[0].shape for b in batches] == [(4, 2, 64, 64), (2, 2, 64, 64)]
-    for xb, yb in batches:
+    for xb, yb, wb in batches:
+        assert wb is None                                      # loss.junction_weight 0: plain BCE
         assert xb.dtype == np.float32 and set(np.unique(xb)) <= {0.0, 1.0}
         assert set(np.unique(yb)) <= {0.0, 1.0}
         for x in xb:

@@ -240,6 +240,13 @@ class LossConfig(_Strict):
     smooth: float = Field(1.0, ge=0)
     """Smoothing constant of the soft Dice, (2*|P.G| + s) / (|P| + |G| + s), over the whole batch."""
 
+    junction_weight: float = Field(0.0, ge=0)
+    """Extra BCE weight where the rule decides: pixels within a quarter cell diameter (the decoy
+    radius) of a rosette vertex, a 4-cell junction or a near miss weigh ``1 + junction_weight``,
+    the rest 1 (a weighted mean, so the loss keeps its scale). 0 (published): every pixel alike.
+    The mask is mostly the painting of whole cells; the few pixels where 5 cells meet or 4 do
+    carry the decision between a rosette and its look-alike."""
+
 
 class OptimConfig(_Strict):
     """Optimiser, learning-rate schedule and stopping."""

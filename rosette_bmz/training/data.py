@@ -46,7 +46,8 @@ class Sample:
     ``image`` is (H, W) uint8 0/1 outlines, or (H, W, 2) uint8 0/1 channels when
     ``kind == "channels"``; ``mask`` (H, W) uint8 0/1 rosette pixels; ``instances`` (H, W)
     int32 rosette instance labels; ``decoys`` (N, 2) int (y, x) hard negatives (crop centres),
-    ``decoy_meta`` the same as dicts for :mod:`rosette_bmz.metrics` with ``decoy_radius``.
+    ``decoy_meta`` the same as dicts for :mod:`rosette_bmz.metrics` with ``decoy_radius``;
+    ``centres`` (N, 2) int (y, x) rosette vertices (None: the instances' centroids).
     """
 
     name: str
@@ -58,10 +59,31 @@ class Sample:
     near_misses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     decoy_meta: list = field(default_factory=list)
     decoy_radius: float = DEFAULT_DECOY_RADIUS
+    centres: np.ndarray | None = None
     rosette_pixels: np.ndarray = field(init=False, repr=False)
+    _focus: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rosette_pixels = np.flatnonzero(self.mask.ravel())
+
+    @property
+    def focus(self) -> np.ndarray:
+        """(H, W) uint8: 1 within ``decoy_radius`` of a rosette vertex, a 4-cell junction or a near miss.
+
+        Where the rule decides between rosette and look-alike (``loss.junction_weight`` weighs the
+        BCE there); made on first use and kept.
+        """
+        if self._focus is None:
+            centres = self.centres
+            if centres is None:
+                from scipy import ndimage
+
+                n = int(self.instances.max())
+                com = ndimage.center_of_mass(np.ones(self.shape), self.instances, range(1, n + 1)) if n else []
+                centres = np.round(np.asarray(com, dtype=float).reshape(-1, 2)).astype(np.int64)
+            self._focus = disc_map(self.shape, np.concatenate([centres, self.decoys, self.near_misses]),
+                                   self.decoy_radius)
+        return self._focus
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -70,6 +92,20 @@ class Sample:
     @property
     def n_rosettes(self) -> int:
         return int(len(np.unique(self.instances)) - (1 if (self.instances == 0).any() else 0))
+
+
+def disc_map(shape: tuple[int, int], points: np.ndarray, radius: float) -> np.ndarray:
+    """(H, W) uint8: 1 within ``radius`` px of any of the (N, 2) (y, x) ``points``, else 0."""
+    out = np.zeros(shape, np.uint8)
+    r = int(np.ceil(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disc = (yy * yy + xx * xx <= radius * radius).astype(np.uint8)
+    h, w = shape
+    for y, x in np.asarray(points, dtype=np.int64).reshape(-1, 2):
+        y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
+        if y0 < y1 and x0 < x1:
+            out[y0:y1, x0:x1] |= disc[y0 - y + r:y1 - y + r, x0 - x + r:x1 - x + r]
+    return out
 
 
 def to_input(image: np.ndarray, kind: str, name: str | None = None) -> np.ndarray:
@@ -107,7 +143,7 @@ def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: d
     return Sample(name=name, image=image, mask=(inst > 0).astype(np.uint8), instances=inst, kind="outlines",
                   decoys=_points_from_meta(meta), near_misses=_points_from_meta(meta, "near_misses"),
                   decoy_meta=list((meta or {}).get("decoys", [])),
-                  decoy_radius=float(decoy_radius(meta)))
+                  decoy_radius=float(decoy_radius(meta)), centres=_points_from_meta(meta, "rosettes"))
 
 
 def _load_synth(cfg: DataConfig) -> list[Sample]:
@@ -357,16 +393,20 @@ def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str =
     elif kind in ("hard", "near_miss") and len(pts := sample.decoys if kind == "hard" else sample.near_misses):
         cy, cx = pts[rng.integers(len(pts))]
         centre = (int(np.clip(cy, 0, h - 1)), int(np.clip(cx, 0, w - 1)))
-    H, W = max(h, size), max(w, size)
     if centre is None:
+        H, W = max(h, size), max(w, size)
         y0, x0 = int(rng.integers(0, H - size + 1)), int(rng.integers(0, W - size + 1))
         centre = (y0 + size // 2, x0 + size // 2)
-    else:
-        y0 = int(np.clip(centre[0] - size // 2, 0, H - size))
-        x0 = int(np.clip(centre[1] - size // 2, 0, W - size))
-    img = _pad_to(sample.image, size)[y0:y0 + size, x0:x0 + size]
-    msk = _pad_to(sample.mask, size)[y0:y0 + size, x0:x0 + size]
-    return np.ascontiguousarray(img), np.ascontiguousarray(msk), (int(centre[0]), int(centre[1]))
+    centre = (int(centre[0]), int(centre[1]))
+    return crop_like(sample.image, size, centre), crop_like(sample.mask, size, centre), centre
+
+
+def crop_like(a: np.ndarray, size: int, centre: tuple[int, int]) -> np.ndarray:
+    """The ``size`` x ``size`` window of ``a`` that :func:`sample_crop` cut around ``centre``."""
+    H, W = max(a.shape[0], size), max(a.shape[1], size)
+    y0 = int(np.clip(centre[0] - size // 2, 0, H - size))
+    x0 = int(np.clip(centre[1] - size // 2, 0, W - size))
+    return np.ascontiguousarray(_pad_to(a, size)[y0:y0 + size, x0:x0 + size])
 
 
 def build_augmentation(cfg: AugmentConfig, crop_size: int, seed: int | None = None):
@@ -401,17 +441,19 @@ class CropSampler:
     """Draws ``samples_per_epoch`` augmented crops per epoch, deterministic per (seed, epoch)."""
 
     def __init__(self, samples: Sequence[Sample], data: DataConfig, augment: AugmentConfig, seed: int = 0,
-                 replay: Sequence[Sample] = ()):
+                 replay: Sequence[Sample] = (), junction_weight: float = 0.0):
         if not samples:
             raise TrainingDataError("no training images")
         self.samples = list(samples)
         self.replay = list(replay)
         self.data = data
         self.seed = seed
+        self.junction_weight = float(junction_weight)
         self.augment = build_augmentation(augment, data.crop_size, seed)
 
-    def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-        """One (2, S, S) float32 input, (S, S) uint8 mask and the crop kind.
+    def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, np.ndarray | None]:
+        """One (2, S, S) float32 input, (S, S) uint8 mask, the crop kind and the (S, S) float32 pixel
+        weights of the BCE (``1 + junction_weight`` on :attr:`Sample.focus`; None when that is 0).
 
         With replay images, a ``data.replay.fraction`` of the crops comes from them.
         """
@@ -421,25 +463,35 @@ class CropSampler:
             pool = self.replay
         sample = pool[int(rng.integers(len(pool)))]
         kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction, d.near_miss_fraction)
-        img, msk, _ = sample_crop(sample, d.crop_size, rng, kind)
-        if self.augment is not None:
-            out = self.augment(image=img, mask=msk)
-            img, msk = out["image"], out["mask"]
-        return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind
+        img, msk, centre = sample_crop(sample, d.crop_size, rng, kind)
+        if not self.junction_weight:
+            if self.augment is not None:
+                out = self.augment(image=img, mask=msk)
+                img, msk = out["image"], out["mask"]
+            return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind, None
+        focus = crop_like(sample.focus, d.crop_size, centre)
+        if self.augment is not None:     # the same geometric transform for mask and focus
+            out = self.augment(image=img, masks=[msk, focus])
+            img, (msk, focus) = out["image"], out["masks"]
+        weight = 1 + self.junction_weight * (np.asarray(focus) > 0).astype(np.float32)
+        return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind, weight
 
-    def epoch(self, epoch: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Batches (B, 2, S, S) float32 inputs and (B, 1, S, S) float32 masks for one epoch."""
+    def epoch(self, epoch: int, batch_size: int
+              ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Batches (B, 2, S, S) float32 inputs, (B, 1, S, S) float32 masks and (B, 1, S, S) float32
+        BCE pixel weights (None without ``junction_weight``) for one epoch."""
         rng = np.random.default_rng([self.seed, epoch])
         if self.augment is not None:
             self.augment.set_random_seed(int(rng.integers(2**31 - 1)))
         n = self.data.samples_per_epoch
         for start in range(0, n, batch_size):
-            xs, ys = [], []
+            xs, ys, ws = [], [], []
             for _ in range(min(batch_size, n - start)):
-                x, y, _ = self.crop(rng)
+                x, y, _, w = self.crop(rng)
                 xs.append(x)
                 ys.append(y[None].astype(np.float32))
-            yield np.stack(xs), np.stack(ys)
+                ws.append(w)
+            yield np.stack(xs), np.stack(ys), (None if ws[0] is None else np.stack(ws)[:, None])
 
     def n_batches(self, batch_size: int) -> int:
         return -(-self.data.samples_per_epoch // batch_size)

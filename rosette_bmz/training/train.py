@@ -53,18 +53,24 @@ LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_bce", "val_dice", "val_pi
 
 
 # ----------------------------------------------------------------------------- loss
-def rosette_loss(prob, target, bce_weight: float = 0.5, dice_weight: float = 0.5, smooth: float = 1.0):
+def rosette_loss(prob, target, bce_weight: float = 0.5, dice_weight: float = 0.5, smooth: float = 1.0,
+                 weight=None):
     """``bce_weight * BCE + dice_weight * (1 - Dice)`` on probabilities (the published loss).
 
     ``prob`` are sigmoid outputs in [0, 1]; BCE is the pixel mean (log clamped at -100 as in
-    PyTorch); soft Dice = (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth) over the whole batch.
-    Returns (loss, bce, dice) tensors.
+    PyTorch), or with ``weight`` (pixel weights, same shape) the weighted mean
+    ``sum(w * bce) / sum(w)``; soft Dice = (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth) over
+    the whole batch. Returns (loss, bce, dice) tensors.
     """
     import torch.nn.functional as F
 
     prob = prob.float()
     target = target.float()
-    bce = F.binary_cross_entropy(prob, target)
+    if weight is None:
+        bce = F.binary_cross_entropy(prob, target)
+    else:
+        weight = weight.float()
+        bce = (weight * F.binary_cross_entropy(prob, target, reduction="none")).sum() / weight.sum()
     inter = (prob * target).sum()
     dice = (2 * inter + smooth) / (prob.sum() + target.sum() + smooth)
     return bce_weight * bce + dice_weight * (1 - dice), bce, dice
@@ -327,7 +333,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if replay:
         data_desc["replay"] = {"world": replay_world(cfg.data.replay, cfg.model.init), "images": len(replay),
                                "fraction": cfg.data.replay.fraction}
-    sampler = CropSampler(train_s, cfg.data, cfg.augment, seed=cfg.seed, replay=replay)
+    sampler = CropSampler(train_s, cfg.data, cfg.augment, seed=cfg.seed, replay=replay,
+                          junction_weight=cfg.loss.junction_weight)
 
     torch.manual_seed(cfg.seed)
     init_desc = None
@@ -438,7 +445,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             bar = tqdm(batches, total=sampler.n_batches(cfg.optim.batch_size), desc=f"epoch {epoch}",
                        unit="batch", leave=False, mininterval=2.0)
             batches = bar
-        for xb, yb in batches:
+        for xb, yb, wb in batches:
             x = torch.from_numpy(xb).to(device)
             if cpu:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -446,7 +453,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 prob = model(x)
-            loss, _, _ = rosette_loss(prob, y, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.smooth)
+            loss, _, _ = rosette_loss(prob, y, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.smooth,
+                                      None if wb is None else torch.from_numpy(wb).to(device))
             if anchor is not None:
                 loss = loss + cfg.optim.l2sp * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
             if not torch.isfinite(loss):
