@@ -146,7 +146,11 @@ def calibrate(model: str | os.PathLike, data: str | os.PathLike, out: str | os.P
     """Sweep ``model`` (a checkpoint) on the ground truth in ``data`` and write the shifted checkpoint to ``out``.
 
     Returns the report (also in the new checkpoint's sidecar under ``calibration``):
-    ``threshold``, ``reason``, ``sweep`` (one row per threshold), ``data``, ``source``.
+    ``chosen`` (the swept threshold picked), ``threshold``, ``reason``, ``sweep`` (one row per
+    threshold), ``data``, ``source``. ``threshold`` is the whole offset on the final bias, counted
+    from the uncalibrated weights: a ``model`` that is itself calibrated (a checkpoint trained from
+    a calibrated one keeps that offset) has ``previous`` = its threshold ``t0``, and
+    ``logit(threshold) = logit(t0) + logit(chosen)``, so a later fine-tune removes both.
     """
     from .checkpoint import build_model, load_checkpoint, save_checkpoint
     from .evaluate import load_eval_dataset
@@ -168,9 +172,14 @@ def calibrate(model: str | os.PathLike, data: str | os.PathLike, out: str | os.P
         sweep = threshold_sweep(items, lambda x: predict(x, predictor, mode=mode), thresholds, min_size)
     finally:
         predictor.close()
-    threshold, reason = choose_threshold(sweep, min_precision)
-    state = shift_threshold(loaded.model.state_dict(), threshold)
-    report = {"threshold": threshold, "reason": reason, "min_precision": min_precision, "sweep": sweep,
+    chosen, reason = choose_threshold(sweep, min_precision)
+    state = shift_threshold(loaded.model.state_dict(), chosen)
+    from .checkpoint import calibration_threshold_of
+
+    previous = calibration_threshold_of(loaded.metadata)
+    threshold = chosen if previous is None else 1 / (1 + math.exp(-(logit(previous) + logit(chosen))))
+    report = {"threshold": round(threshold, 6), "chosen": chosen, "previous": previous, "reason": reason,
+              "min_precision": min_precision, "sweep": sweep,
               "data": str(data), "images": len(items), "source": str(model), "backend": backend, "mode": mode,
               "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     meta = {**loaded.metadata, "calibration": report}
@@ -187,7 +196,7 @@ def format_sweep(report: dict[str, Any]) -> str:
     lines = ["| threshold | event recall % | event precision % | event F1 % | decoys hit % |",
              "|---:|---:|---:|---:|---:|"]
     for r in report["sweep"]:
-        mark = " **(chosen)**" if r["threshold"] == report["threshold"] else ""
+        mark = " **(chosen)**" if r["threshold"] == report.get("chosen", report["threshold"]) else ""
         lines.append(f"| {r['threshold']:.2f}{mark} | {pct(r['event_recall'])} | {pct(r['event_precision'])} | "
                      f"{pct(r['event_f1'])} | {pct(r['decoy_hit_rate'])} |")
     return "\n".join(lines)

@@ -127,8 +127,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     report = calibrate(args.model, args.data, args.out, min_precision=args.min_precision, backend=args.backend,
                        mode=args.mode, threads=args.threads, force=args.force)
     print(format_sweep(report))
-    print(f"\nthreshold {report['threshold']:.2f} ({report['reason']}) baked into {args.out}: its output at 0.5 "
-          f"is {args.model} at {report['threshold']:.2f}")
+    print(f"\nthreshold {report['chosen']:.2f} ({report['reason']}) baked into {args.out}: its output at 0.5 "
+          f"is {args.model} at {report['chosen']:.2f}"
+          + (f" (with the {report['previous']:.2f} it carried: {report['threshold']:.3f} of the uncalibrated weights)"
+             if report["previous"] is not None else ""))
     return 0
 
 

@@ -73,8 +73,21 @@ def test_calibrate_cli_writes_the_shifted_checkpoint(tmp_path, synth_dir, tiny_s
     report = json.loads(out.with_suffix(".json").read_text())["calibration"]
     t = report["threshold"]
     assert t in C.THRESHOLDS and len(report["sweep"]) == len(C.THRESHOLDS) and report["images"] == 2
+    assert report["chosen"] == t and report["previous"] is None
     bias = torch.load(out, weights_only=True)["final.0.bias"]
     assert torch.allclose(bias, tiny_state["final.0.bias"] - math.log(t / (1 - t)), atol=1e-6)
+    # calibrating calibrated weights (a run trained from them keeps the offset): the offsets add up, and the
+    # sidecar's threshold counts from the uncalibrated weights, which is what a fine-tune takes off again
+    again = tmp_path / "again.pt"
+    assert main(["calibrate", "--model", str(out), "--data", str(synth_dir), "--out", str(again),
+                 "--backend", "torch", "--mode", "halo"]) == 0
+    assert "uncalibrated weights" in capsys.readouterr().out
+    r2 = json.loads(again.with_suffix(".json").read_text())["calibration"]
+    assert r2["previous"] == t and r2["chosen"] in C.THRESHOLDS
+    assert C.logit(r2["threshold"]) == pytest.approx(C.logit(t) + C.logit(r2["chosen"]), abs=1e-5)
+    assert C.calibration_threshold(again) == r2["threshold"]
+    bias2 = torch.load(again, weights_only=True)["final.0.bias"]
+    assert torch.allclose(bias2, tiny_state["final.0.bias"] - C.logit(r2["threshold"]), atol=1e-5)
     # errors: one line each, nothing written
     assert main(["calibrate", "--model", str(ckpt), "--data", str(synth_dir), "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
