@@ -245,7 +245,10 @@ class LossConfig(_Strict):
     radius) of a rosette vertex, a 4-cell junction or a near miss weigh ``1 + junction_weight``,
     the rest 1 (a weighted mean, so the loss keeps its scale). 0 (published): every pixel alike.
     The mask is mostly the painting of whole cells; the few pixels where 5 cells meet or 4 do
-    carry the decision between a rosette and its look-alike."""
+    carry the decision between a rosette and its look-alike. Measured (stop 25, ``world_seg`` with
+    ``junction_weight: 8`` against 0, same start, 14 epochs each): validation event F1 0.835-0.856
+    against 0.846-0.860, decoys hit 5.0-5.7 % against 5.3-6.7 %; no gain, so no shipped config
+    sets it."""
 
 
 class OptimConfig(_Strict):
