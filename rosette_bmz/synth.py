@@ -77,8 +77,8 @@ neighbour pairs, cells split in two by a straight cut, missed cells (label 0), a
 Randomness comes from two ``numpy.random.Generator`` streams spawned from ``seed``: one for the
 tissue geometry (cells, rosettes, decoys), one for the noise. The same arguments give the same
 image, and the same seed at another ``noise`` or outline style gives the same clean tiling
-(hence, with ``truth="clean"``, the same rosettes, masks and decoys). :func:`generate_world` draws the arguments from a
-named distribution (:mod:`rosette_bmz.worlds`).
+(hence, with ``truth="clean"``, the same rosettes, masks and decoys). :func:`generate_world`
+draws the arguments from a named distribution (:mod:`rosette_bmz.worlds`).
 """
 
 from __future__ import annotations
