@@ -301,6 +301,18 @@ def test_write_dataset_bad_arguments(tmp_path):
         load_dataset(tmp_path)
 
 
+def test_synth_help_names_every_world():
+    """The CLI may not import the worlds for --help (start-up), so the names are written out: kept in step here."""
+    import re
+
+    from rosette_bmz.cli import build_parser
+    from rosette_bmz.worlds import WORLDS
+
+    synth = build_parser()._subparsers._group_actions[0].choices["synth"]
+    (world,) = [a for a in synth._actions if a.dest == "world"]
+    assert set(WORLDS) <= set(re.findall(r"[a-z0-9_]+", world.help)), world.help
+
+
 def test_cli_synth(tmp_path, capsys):
     from rosette_bmz.cli import main
 
