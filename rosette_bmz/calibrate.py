@@ -152,7 +152,7 @@ def calibrate(model: str | os.PathLike, data: str | os.PathLike, out: str | os.P
     a calibrated one keeps that offset) has ``previous`` = its threshold ``t0``, and
     ``logit(threshold) = logit(t0) + logit(chosen)``, so a later fine-tune removes both.
     """
-    from .checkpoint import build_model, load_checkpoint, save_checkpoint
+    from .checkpoint import build_model, calibration_threshold_of, load_checkpoint, save_checkpoint
     from .evaluate import load_eval_dataset
     from .runner import load_predictor, predict
 
@@ -174,8 +174,6 @@ def calibrate(model: str | os.PathLike, data: str | os.PathLike, out: str | os.P
         predictor.close()
     chosen, reason = choose_threshold(sweep, min_precision)
     state = shift_threshold(loaded.model.state_dict(), chosen)
-    from .checkpoint import calibration_threshold_of
-
     previous = calibration_threshold_of(loaded.metadata)
     threshold = chosen if previous is None else 1 / (1 + math.exp(-(logit(previous) + logit(chosen))))
     report = {"threshold": round(threshold, 6), "chosen": chosen, "previous": previous, "reason": reason,
