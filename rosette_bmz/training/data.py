@@ -95,17 +95,18 @@ class Sample:
 
 
 def disc_map(shape: tuple[int, int], points: np.ndarray, radius: float) -> np.ndarray:
-    """(H, W) uint8: 1 within ``radius`` px of any of the (N, 2) (y, x) ``points``, else 0."""
-    out = np.zeros(shape, np.uint8)
-    r = int(np.ceil(radius))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    disc = (yy * yy + xx * xx <= radius * radius).astype(np.uint8)
+    """(H, W) uint8: 1 within ``radius`` px of any of the (N, 2) (y, x) ``points`` in the image, else 0.
+
+    The baseline's sparse dilation (:func:`rosette_bmz.baseline._dilate_points` with its disk).
+    """
+    from ..baseline import _dilate_points, _disk
+
     h, w = shape
-    for y, x in np.asarray(points, dtype=np.int64).reshape(-1, 2):
-        y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
-        if y0 < y1 and x0 < x1:
-            out[y0:y1, x0:x1] |= disc[y0 - y + r:y1 - y + r, x0 - x + r:x1 - x + r]
-    return out
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
+    seeds = np.zeros(shape, bool)
+    seeds[pts[:, 0], pts[:, 1]] = True
+    return _dilate_points(seeds, _disk(radius)).astype(np.uint8)
 
 
 def to_input(image: np.ndarray, kind: str, name: str | None = None) -> np.ndarray:
