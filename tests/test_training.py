@@ -211,6 +211,12 @@ def test_crop_kind_fractions():
     kinds = [choose_crop_kind(rng, 0.4, 0.2, 0.2) for _ in range(4000)]
     assert kinds.count("near_miss") / 4000 == pytest.approx(0.2, abs=0.03)
     assert kinds.count("random") / 4000 == pytest.approx(0.2, abs=0.03)
+    kinds = [choose_crop_kind(rng, 0.3, 0.15, 0.2, 0.15) for _ in range(4000)]
+    assert kinds.count("extrusion") / 4000 == pytest.approx(0.15, abs=0.03)
+    assert kinds.count("centred") / 4000 == pytest.approx(0.3, abs=0.03)
+    assert kinds.count("random") / 4000 == pytest.approx(0.2, abs=0.03)
+    with pytest.raises(ConfigError, match="extrusion_fraction"):      # the shares may not exceed 1
+        load_config(None, {"data.centred_fraction": 0.7, "data.extrusion_fraction": 0.4})
 
 
 def test_centred_crops_have_a_rosette_pixel_at_the_centre():
@@ -236,9 +242,15 @@ def test_hard_negative_and_fallback_crops():
     img, msk, centre = sample_crop(s, 32, rng, "near_miss")
     assert centre == (70, 40)
     assert np.array_equal(img, s.image[54:86, 24:56])
+    s.extrusions = np.array([[100, 60]])
+    img, msk, centre = sample_crop(s, 32, rng, "extrusion")
+    assert centre == (100, 60)
+    assert np.array_equal(img, s.image[84:116, 44:76])
     empty = Sample("empty", s.image, np.zeros_like(s.mask), np.zeros_like(s.instances))
     img, msk, _ = sample_crop(empty, 32, rng, "centred")        # no rosette: falls back to random
     assert img.shape == (32, 32) and not msk.any()
+    img, msk, _ = sample_crop(empty, 32, rng, "extrusion")      # none known: random as well
+    assert img.shape == (32, 32)
     small = Sample("small", s.image[:40, :50], s.mask[:40, :50], s.instances[:40, :50])
     img, msk, _ = sample_crop(small, 64, rng, "random")          # smaller than the crop: zero padded
     assert img.shape == (64, 64) and not img[40:].any() and not img[:, 50:].any()
@@ -344,9 +356,22 @@ def test_synthetic_sources_on_the_fly_and_from_disk(tmp_path):
         assert np.array_equal(a.image, b.image) and np.array_equal(a.instances, b.instances)
         assert set(np.unique(a.image)) <= {0, 1} and a.mask.dtype == np.uint8
         assert np.array_equal(a.decoys, b.decoys) and len(a.decoy_meta) == len(a.decoys)
+        assert np.array_equal(a.extrusions, b.extrusions)
     assert sum(s.n_rosettes for s in fly) > 0
     with pytest.raises(TrainingDataError, match="synth_dir"):
         load_samples(load_config(None, {"data.source": "synth_dir"}).data)
+
+
+def test_synthetic_samples_know_their_extrusion_rosettes():
+    from rosette_bmz.synth import generate
+    from rosette_bmz.training.data import _synth_sample
+
+    g = generate(256, seed=3, cell_diameter=16, noise=1.0)
+    ext = [r for r in g.meta["rosettes"] if r["kind"] == "extrusion"]
+    assert ext, "this image should hold extrusion rosettes"
+    s = _synth_sample("g", g.outlines, g.rosettes, g.meta)
+    assert len(s.extrusions) == len(ext) < len(g.meta["rosettes"])
+    assert all(s.instances[y, x] > 0 for y, x in s.extrusions)     # each centre lies on its rosette's mask
 
 
 def test_synthetic_source_from_a_world(tmp_path):

@@ -46,6 +46,7 @@ class Sample:
     ``image`` is (H, W) uint8 0/1 outlines, or (H, W, 2) uint8 0/1 channels when
     ``kind == "channels"``; ``mask`` (H, W) uint8 0/1 rosette pixels; ``instances`` (H, W)
     int32 rosette instance labels; ``decoys`` (N, 2) int (y, x) hard negatives (crop centres),
+    ``near_misses`` and ``extrusions`` (extrusion rosettes' centres) the same for their crop kinds,
     ``decoy_meta`` the same as dicts for :mod:`rosette_bmz.metrics` with ``decoy_radius``;
     ``centres`` (N, 2) int (y, x) rosette vertices (None: the instances' centroids).
     """
@@ -57,6 +58,7 @@ class Sample:
     kind: str = "outlines"
     decoys: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     near_misses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    extrusions: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     decoy_meta: list = field(default_factory=list)
     decoy_radius: float = DEFAULT_DECOY_RADIUS
     centres: np.ndarray | None = None
@@ -143,6 +145,7 @@ def _synth_sample(name: str, outlines: np.ndarray, rosettes: np.ndarray, meta: d
     inst = np.asarray(rosettes).astype(np.int32)
     return Sample(name=name, image=image, mask=(inst > 0).astype(np.uint8), instances=inst, kind="outlines",
                   decoys=_points_from_meta(meta), near_misses=_points_from_meta(meta, "near_misses"),
+                  extrusions=_points([r for r in (meta or {}).get("rosettes", []) if r.get("kind") == "extrusion"]),
                   decoy_meta=list((meta or {}).get("decoys", [])),
                   decoy_radius=float(decoy_radius(meta)), centres=_points_from_meta(meta, "rosettes"))
 
@@ -355,16 +358,21 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> 
 
 
 # ----------------------------------------------------------------------------- crops
+#: Crop kinds in the order of :data:`rosette_bmz.training.config.CROP_FRACTIONS`; the rest: "random".
+CROP_KINDS = ("centred", "hard", "near_miss", "extrusion")
+
+
 def choose_crop_kind(rng: np.random.Generator, centred_fraction: float, hard_negative_fraction: float,
-                     near_miss_fraction: float = 0.0) -> str:
-    """``centred`` (on a rosette pixel), ``hard`` (on a 4-cell junction), ``near_miss`` or ``random``."""
+                     near_miss_fraction: float = 0.0, extrusion_fraction: float = 0.0) -> str:
+    """``centred`` (on a rosette pixel), ``hard`` (on a 4-cell junction), ``near_miss``,
+    ``extrusion`` (on an extrusion rosette) or ``random``."""
     u = rng.random()
-    if u < centred_fraction:
-        return "centred"
-    if u < centred_fraction + hard_negative_fraction:
-        return "hard"
-    if u < centred_fraction + hard_negative_fraction + near_miss_fraction:
-        return "near_miss"
+    edge = 0.0
+    for kind, fraction in zip(CROP_KINDS, (centred_fraction, hard_negative_fraction, near_miss_fraction,
+                                           extrusion_fraction)):
+        edge += fraction
+        if u < edge:
+            return kind
     return "random"
 
 
@@ -381,7 +389,8 @@ def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str =
 
     ``kind="centred"``: the crop is centred on a random rosette pixel (shifted only where it
     would leave the image); ``"hard"``: on a random hard negative (4-cell junction);
-    ``"near_miss"``: on a random near miss (:mod:`rosette_bmz.definition`); ``"random"``:
+    ``"near_miss"``: on a random near miss (:mod:`rosette_bmz.definition`); ``"extrusion"``: on a
+    random extrusion rosette's centre; ``"random"``:
     uniform. Falls back to ``random`` when the image has none of the kind asked for. Images smaller
     than ``size`` are zero-padded (bottom/right). Returns (image crop, mask crop, centre
     (y, x) in image coordinates).
@@ -391,7 +400,8 @@ def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str =
     if kind == "centred" and sample.rosette_pixels.size:
         flat = int(sample.rosette_pixels[rng.integers(sample.rosette_pixels.size)])
         centre = divmod(flat, w)
-    elif kind in ("hard", "near_miss") and len(pts := sample.decoys if kind == "hard" else sample.near_misses):
+    elif kind in ("hard", "near_miss", "extrusion") and len(
+            pts := {"hard": sample.decoys, "near_miss": sample.near_misses, "extrusion": sample.extrusions}[kind]):
         cy, cx = pts[rng.integers(len(pts))]
         centre = (int(np.clip(cy, 0, h - 1)), int(np.clip(cx, 0, w - 1)))
     if centre is None:
@@ -463,7 +473,8 @@ class CropSampler:
         if self.replay and rng.random() < d.replay.fraction:
             pool = self.replay
         sample = pool[int(rng.integers(len(pool)))]
-        kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction, d.near_miss_fraction)
+        kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction, d.near_miss_fraction,
+                                d.extrusion_fraction)
         img, msk, centre = sample_crop(sample, d.crop_size, rng, kind)
         if not self.junction_weight:
             if self.augment is not None:
