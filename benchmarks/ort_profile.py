@@ -4,8 +4,8 @@
 
 The runner's own onnxruntime session (`OnnxBackend`: ORT_ENABLE_ALL, so MLAS's NCHWc
 convolutions; intra-op threads = cores; no memory pattern) runs one 2-channel image of
-``--size``² twice to warm up, then twice more under onnxruntime's profiler. Reported from the
-last profiled run: time per operator type, and for every convolution and transposed
+``--size``² three times (one warm-up, two timed), then three more times under onnxruntime's
+profiler. Reported from the last profiled run: time per operator type, and for every convolution and transposed
 convolution its FLOPs (2 x multiply-adds, from the shapes the profiler records), its GFLOP/s
 and its share of the machine's fp32 FMA peak (`_machine.fma_peak`: flags x clock under load).
 Default model: the published full-width layout (base 64) with recipe weights, exported once
@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import cpu_model, cpuinfo, fma_peak, run_as_avx2  # noqa: E402
+
+from rosette_bmz.files import atomic_path  # noqa: E402
 
 
 def conv_flops(op: str, inputs: list, outputs: list) -> int | None:
@@ -155,8 +157,9 @@ def main(argv=None) -> int:
         res.update(profile(rdf, args.size, args.threads, tmp))
     out = Path(args.out or ROOT / "benchmarks/results" / f"ort_profile{'_avx2' if args.isa == 'avx2' else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(res))
+    for path, text in ((out, json.dumps(res, indent=1) + "\n"), (out.with_suffix(".md"), markdown(res))):
+        with atomic_path(path) as tmp_path:
+            tmp_path.write_text(text)
     print(markdown(res))
     return 0
 

@@ -24,9 +24,11 @@ __all__ = ["ConfigError", "ModelConfig", "SynthConfig", "ReplayConfig", "DataCon
 
 #: Where the shipped configs live (``published.yaml``, ``demo.yaml``, ``finetune.yaml``, ``review.yaml``).
 CONFIG_DIR = Path(__file__).parent / "configs"
-#: The data settings that each take a share of the crops (centred on a rosette pixel, a 4-cell
-#: junction, a near miss, an extrusion rosette); the rest are random crops.
-CROP_FRACTIONS = ("centred_fraction", "hard_negative_fraction", "near_miss_fraction", "extrusion_fraction")
+#: Crop kind -> the data setting that gives it its share of the crops (centred on a rosette pixel,
+#: a 4-cell junction, a near miss, an extrusion rosette), in the order they are drawn; the rest
+#: are random crops.
+CROP_FRACTIONS = {"centred": "centred_fraction", "hard": "hard_negative_fraction",
+                  "near_miss": "near_miss_fraction", "extrusion": "extrusion_fraction"}
 
 
 class _Strict(BaseModel):
@@ -169,8 +171,8 @@ class DataConfig(_Strict):
 
     extrusion_fraction: float = Field(0.0, ge=0, le=1)
     """Fraction of crops centred on a known extrusion rosette (a small cell closed by >= 5 cells,
-    planted or arisen by chance, from the synthetic images' JSON). The shipped weights found 58 % of
-    the chance ones against the baseline's 80 % (issue 13, stop 26). Images without known extrusion
+    planted or arisen by chance, from the synthetic images' JSON). The world_seg weights found 58 %
+    of the chance ones against the baseline's 80 % (issue 13, stop 26). Images without known extrusion
     rosettes fall back to random crops."""
 
     samples_per_epoch: int = Field(200, ge=1)
@@ -186,7 +188,7 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "DataConfig":
-        parts = {k: getattr(self, k) for k in CROP_FRACTIONS}
+        parts = {k: getattr(self, k) for k in CROP_FRACTIONS.values()}
         if sum(parts.values()) > 1 + 1e-9:
             raise ValueError(" + ".join(f"{k} ({v:g})" for k, v in parts.items()) + " must not exceed 1")
         return self

@@ -27,7 +27,7 @@ from ..constants import DEFAULT_DECOY_RADIUS, IMAGE_SUFFIXES, MIN_MULTIPLICITY
 from ..inputs import from_channels, from_labels, from_outlines, read_image
 
 from ..errors import TrainingDataError
-from .config import AugmentConfig, DataConfig, ReplayConfig
+from .config import CROP_FRACTIONS, AugmentConfig, DataConfig, ReplayConfig
 
 log = logging.getLogger(__name__)
 
@@ -358,18 +358,14 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> 
 
 
 # ----------------------------------------------------------------------------- crops
-#: Crop kinds in the order of :data:`rosette_bmz.training.config.CROP_FRACTIONS`; the rest: "random".
-CROP_KINDS = ("centred", "hard", "near_miss", "extrusion")
-
-
 def choose_crop_kind(rng: np.random.Generator, centred_fraction: float, hard_negative_fraction: float,
                      near_miss_fraction: float = 0.0, extrusion_fraction: float = 0.0) -> str:
     """``centred`` (on a rosette pixel), ``hard`` (on a 4-cell junction), ``near_miss``,
     ``extrusion`` (on an extrusion rosette) or ``random``."""
     u = rng.random()
     edge = 0.0
-    for kind, fraction in zip(CROP_KINDS, (centred_fraction, hard_negative_fraction, near_miss_fraction,
-                                           extrusion_fraction)):
+    for kind, fraction in zip(CROP_FRACTIONS, (centred_fraction, hard_negative_fraction, near_miss_fraction,
+                                               extrusion_fraction)):
         edge += fraction
         if u < edge:
             return kind
@@ -473,8 +469,7 @@ class CropSampler:
         if self.replay and rng.random() < d.replay.fraction:
             pool = self.replay
         sample = pool[int(rng.integers(len(pool)))]
-        kind = choose_crop_kind(rng, d.centred_fraction, d.hard_negative_fraction, d.near_miss_fraction,
-                                d.extrusion_fraction)
+        kind = choose_crop_kind(rng, *(getattr(d, f) for f in CROP_FRACTIONS.values()))
         img, msk, centre = sample_crop(sample, d.crop_size, rng, kind)
         if not self.junction_weight:
             if self.augment is not None:
