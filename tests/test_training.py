@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from rosette_bmz.inputs import inner_outlines  # noqa: E402
 from rosette_bmz.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from rosette_bmz.training.data import (CropSampler, Sample, TrainingDataError, build_augmentation,  # noqa: E402
-                           choose_crop_kind, match_pairs, sample_crop, split_samples)
+                           choose_crop_kind, error_points, match_pairs, sample_crop, split_samples)
 from rosette_bmz.training.train import load_init_state, rosette_loss, select_device  # noqa: E402
 
 
@@ -215,8 +215,13 @@ def test_crop_kind_fractions():
     assert kinds.count("extrusion") / 4000 == pytest.approx(0.15, abs=0.03)
     assert kinds.count("centred") / 4000 == pytest.approx(0.3, abs=0.03)
     assert kinds.count("random") / 4000 == pytest.approx(0.2, abs=0.03)
+    kinds = [choose_crop_kind(rng, 0.25, 0.1, 0.15, 0.1, 0.25) for _ in range(4000)]
+    assert kinds.count("error") / 4000 == pytest.approx(0.25, abs=0.03)
+    assert kinds.count("random") / 4000 == pytest.approx(0.15, abs=0.03)
     with pytest.raises(ConfigError, match="extrusion_fraction"):      # the shares may not exceed 1
         load_config(None, {"data.centred_fraction": 0.7, "data.extrusion_fraction": 0.4})
+    with pytest.raises(ConfigError, match="error_fraction"):
+        load_config(None, {"data.centred_fraction": 0.7, "data.error_fraction": 0.4})
 
 
 def test_centred_crops_have_a_rosette_pixel_at_the_centre():
@@ -246,6 +251,10 @@ def test_hard_negative_and_fallback_crops():
     img, msk, centre = sample_crop(s, 32, rng, "extrusion")
     assert centre == (100, 60)
     assert np.array_equal(img, s.image[84:116, 44:76])
+    s.errors = np.array([[50, 70]])
+    img, msk, centre = sample_crop(s, 32, rng, "error")
+    assert centre == (50, 70)
+    assert np.array_equal(img, s.image[34:66, 54:86])
     empty = Sample("empty", s.image, np.zeros_like(s.mask), np.zeros_like(s.instances))
     img, msk, _ = sample_crop(empty, 32, rng, "centred")        # no rosette: falls back to random
     assert img.shape == (32, 32) and not msk.any()
@@ -254,6 +263,36 @@ def test_hard_negative_and_fallback_crops():
     small = Sample("small", s.image[:40, :50], s.mask[:40, :50], s.instances[:40, :50])
     img, msk, _ = sample_crop(small, 64, rng, "random")          # smaller than the crop: zero padded
     assert img.shape == (64, 64) and not img[40:].any() and not img[:, 50:].any()
+
+
+def test_error_points_are_false_proposals_and_missed_rosettes():
+    s = _sample(128, seed=0)
+    ids = np.unique(s.instances[s.instances > 0])
+    assert ids.size >= 2
+    prob = np.zeros(s.shape, np.float32)
+    prob[s.instances == ids[0]] = 0.9            # the first rosette found, the others missed
+    prob[100:106, 10:16] = 0.8                   # a false proposal of 36 px, centroid (102.5, 12.5)
+    prob[5:7, 5:7] = 0.8                         # 4 px: below min_size, not a proposal
+    pts = error_points(prob, s, threshold=0.5, min_size=10)
+    assert [tuple(p) for p in pts] == [(102, 12), *[
+        tuple(np.round(np.argwhere(s.instances == i).mean(0)).astype(int)) for i in ids[1:]]]
+    prob = np.where(s.mask > 0, 0.9, 0.1).astype(np.float32)          # perfect: no mistakes
+    assert error_points(prob, s, 0.5, 10).shape == (0, 2)
+
+
+def test_training_with_error_crops_mines_the_models_mistakes(tmp_path):
+    from rosette_bmz.training.train import train
+
+    img_dir, mask_dir = _write_folder(tmp_path, n=3, size=64)
+    res = train(load_config(_tiny_config(tmp_path), {
+        "data.images": str(img_dir), "data.masks": str(mask_dir), "data.val_fraction": 0.3,
+        "data.centred_fraction": 0.4, "data.error_fraction": 0.5, "data.error_refresh": 2, "optim.epochs": 3,
+        "out": str(tmp_path / "err")}),
+        progress=False)
+    mined = [r.get("mined_errors") for r in res.history]
+    assert mined[1] is None and all(isinstance(m, int) and m >= 0 for m in (mined[0], mined[2]))  # epochs 1, 3
+    meta = json.loads((tmp_path / "err" / "last.json").read_text())
+    assert meta["metrics"][0]["mined_errors"] == mined[0]
 
 
 def test_folder_images_get_hard_negatives_from_their_outlines(tmp_path):

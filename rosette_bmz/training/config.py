@@ -28,7 +28,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 #: a 4-cell junction, a near miss, an extrusion rosette), in the order they are drawn; the rest
 #: are random crops.
 CROP_FRACTIONS = {"centred": "centred_fraction", "hard": "hard_negative_fraction",
-                  "near_miss": "near_miss_fraction", "extrusion": "extrusion_fraction"}
+                  "near_miss": "near_miss_fraction", "extrusion": "extrusion_fraction",
+                  "error": "error_fraction"}
 
 
 class _Strict(BaseModel):
@@ -174,6 +175,16 @@ class DataConfig(_Strict):
     planted or arisen by chance, from the synthetic images' JSON). The world_seg weights found 58 %
     of the chance ones against the baseline's 80 % (issue 13, stop 26). Images without known extrusion
     rosettes fall back to random crops."""
+
+    error_fraction: float = Field(0.0, ge=0, le=1)
+    """Fraction of crops centred on one of the model's own current mistakes on the training images:
+    a false proposal (a component at ``threshold`` / ``min_size`` touching no rosette) or a missed
+    rosette (hard example mining). The trainer finds them by predicting every training image, at the
+    start and every ``error_refresh`` epochs; images without a mistake fall back to random crops."""
+
+    error_refresh: int = Field(10, ge=1)
+    """Epochs between two searches for the model's mistakes (``error_fraction``); each predicts
+    every training image once (about as long as validating on that many images)."""
 
     samples_per_epoch: int = Field(200, ge=1)
     """Crops drawn per epoch (each epoch draws fresh random crops from the training images)."""

@@ -32,7 +32,7 @@ from .config import CROP_FRACTIONS, AugmentConfig, DataConfig, ReplayConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainingDataError", "Sample", "load_samples", "match_pairs", "split_samples", "sample_crop",
-           "choose_crop_kind", "hard_points", "replay_world", "replay_samples",
+           "choose_crop_kind", "hard_points", "error_points", "replay_world", "replay_samples",
            "build_augmentation", "CropSampler", "to_input", "IMAGE_SUFFIXES"]
 
 _MASK_SUFFIXES = ("_rosettes", "_rosette", "_mask", "_masks")
@@ -46,7 +46,8 @@ class Sample:
     ``image`` is (H, W) uint8 0/1 outlines, or (H, W, 2) uint8 0/1 channels when
     ``kind == "channels"``; ``mask`` (H, W) uint8 0/1 rosette pixels; ``instances`` (H, W)
     int32 rosette instance labels; ``decoys`` (N, 2) int (y, x) hard negatives (crop centres),
-    ``near_misses`` and ``extrusions`` (extrusion rosettes' centres) the same for their crop kinds,
+    ``near_misses``, ``extrusions`` (extrusion rosettes' centres) and ``errors`` (the model's own
+    current mistakes, :func:`error_points`) the same for their crop kinds,
     ``decoy_meta`` the same as dicts for :mod:`rosette_bmz.metrics` with ``decoy_radius``;
     ``centres`` (N, 2) int (y, x) rosette vertices (None: the instances' centroids).
     """
@@ -59,6 +60,7 @@ class Sample:
     decoys: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     near_misses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     extrusions: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    errors: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     decoy_meta: list = field(default_factory=list)
     decoy_radius: float = DEFAULT_DECOY_RADIUS
     centres: np.ndarray | None = None
@@ -358,14 +360,45 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> 
 
 
 # ----------------------------------------------------------------------------- crops
+def error_points(prob: np.ndarray, sample: Sample, threshold: float, min_size: int) -> np.ndarray:
+    """(N, 2) int (y, x): where the prediction ``prob`` of ``sample`` is wrong, by the event metrics'
+    rules (:mod:`rosette_bmz.metrics`): the centroid of every proposal (component of ``prob >
+    threshold`` with >= ``min_size`` px) that touches no rosette pixel, and the centroid of every
+    rosette that no proposal touches."""
+    from scipy import ndimage
+
+    from ..metrics import proposal_components
+
+    comp, n = proposal_components(prob, threshold, min_size)
+    points = []
+    if n:
+        touches = np.zeros(n + 1, dtype=bool)
+        touches[comp[sample.mask > 0]] = True
+        false = np.flatnonzero(~touches[1:]) + 1
+        if false.size:
+            points.append(np.asarray(ndimage.center_of_mass(np.ones(comp.shape), comp, false)).reshape(-1, 2))
+    ids = np.unique(sample.instances[sample.instances > 0])
+    if ids.size:
+        found = np.zeros(int(ids.max()) + 1, dtype=bool)
+        found[sample.instances[(comp > 0) & (sample.instances > 0)]] = True
+        missed = ids[~found[ids]]
+        if missed.size:
+            centres = ndimage.center_of_mass(np.ones(comp.shape), sample.instances, missed)
+            points.append(np.asarray(centres, dtype=float).reshape(-1, 2))
+    if not points:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.round(np.concatenate(points)).astype(np.int64)
+
+
 def choose_crop_kind(rng: np.random.Generator, centred_fraction: float, hard_negative_fraction: float,
-                     near_miss_fraction: float = 0.0, extrusion_fraction: float = 0.0) -> str:
+                     near_miss_fraction: float = 0.0, extrusion_fraction: float = 0.0,
+                     error_fraction: float = 0.0) -> str:
     """``centred`` (on a rosette pixel), ``hard`` (on a 4-cell junction), ``near_miss``,
-    ``extrusion`` (on an extrusion rosette) or ``random``."""
+    ``extrusion`` (on an extrusion rosette), ``error`` (on one of the model's mistakes) or ``random``."""
     u = rng.random()
     edge = 0.0
     for kind, fraction in zip(CROP_FRACTIONS, (centred_fraction, hard_negative_fraction, near_miss_fraction,
-                                               extrusion_fraction)):
+                                               extrusion_fraction, error_fraction)):
         edge += fraction
         if u < edge:
             return kind
@@ -386,7 +419,7 @@ def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str =
     ``kind="centred"``: the crop is centred on a random rosette pixel (shifted only where it
     would leave the image); ``"hard"``: on a random hard negative (4-cell junction);
     ``"near_miss"``: on a random near miss (:mod:`rosette_bmz.definition`); ``"extrusion"``: on a
-    random extrusion rosette's centre; ``"random"``:
+    random extrusion rosette's centre; ``"error"``: on one of the model's mistakes (``sample.errors``); ``"random"``:
     uniform. Falls back to ``random`` when the image has none of the kind asked for. Images smaller
     than ``size`` are zero-padded (bottom/right). Returns (image crop, mask crop, centre
     (y, x) in image coordinates).
@@ -396,8 +429,9 @@ def sample_crop(sample: Sample, size: int, rng: np.random.Generator, kind: str =
     if kind == "centred" and sample.rosette_pixels.size:
         flat = int(sample.rosette_pixels[rng.integers(sample.rosette_pixels.size)])
         centre = divmod(flat, w)
-    elif kind in ("hard", "near_miss", "extrusion") and len(
-            pts := {"hard": sample.decoys, "near_miss": sample.near_misses, "extrusion": sample.extrusions}[kind]):
+    elif kind in ("hard", "near_miss", "extrusion", "error") and len(
+            pts := {"hard": sample.decoys, "near_miss": sample.near_misses, "extrusion": sample.extrusions,
+                    "error": sample.errors}[kind]):
         cy, cx = pts[rng.integers(len(pts))]
         centre = (int(np.clip(cy, 0, h - 1)), int(np.clip(cx, 0, w - 1)))
     if centre is None:

@@ -40,12 +40,12 @@ from ..constants import DEFAULT_HALO, DIVISOR
 from ..files import atomic_path
 
 from .config import ConfigError, TrainConfig, load_config
-from .data import (CropSampler, Sample, TrainingDataError, load_samples, replay_samples, replay_world,
-                   split_samples, to_input)
+from .data import (CropSampler, Sample, TrainingDataError, error_points, load_samples, replay_samples,
+                   replay_world, split_samples, to_input)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["rosette_loss", "select_device", "load_init_state", "train", "validate", "TrainResult",
+__all__ = ["rosette_loss", "select_device", "load_init_state", "train", "validate", "mine_errors", "TrainResult",
            "resolve_config"]
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_bce", "val_dice", "val_pixel_f1", "val_event_recall",
@@ -239,6 +239,30 @@ def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict
         "val_counts": {k: m[k] for k in ("n_rosettes", "n_detected", "n_proposals", "n_proposals_matched",
                                          "n_decoys", "n_decoys_hit")},
     }
+
+
+def mine_errors(model, samples: Sequence[Sample], cfg: TrainConfig, progress: bool = False) -> int:
+    """Predict every sample whole (as :func:`validate` does) and set its ``errors`` to the model's
+    mistakes there (:func:`rosette_bmz.training.data.error_points` at ``cfg.threshold`` /
+    ``cfg.min_size``), the crop centres of ``data.error_fraction``. Returns how many in all."""
+    from ..runner import predict
+
+    was_training = model.training
+    model.eval()
+    items = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(samples, desc="finding the model's mistakes", unit="image", leave=False, mininterval=2.0)
+    total = 0
+    for s in items:
+        prob = predict(to_input(s.image, s.kind, s.name), model,
+                       tile=max(cfg.data.val_tile, 2 * DEFAULT_HALO + DIVISOR))
+        s.errors = error_points(prob, s, cfg.threshold, cfg.min_size)
+        total += len(s.errors)
+    if was_training:
+        train_mode(model, cfg)
+    return total
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -435,6 +459,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         stopped = "already complete"
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         t0 = time.monotonic()
+        mined = None
+        if cfg.data.error_fraction > 0 and (epoch - start_epoch) % cfg.data.error_refresh == 0:
+            with _calibrated(evaluated, offset):
+                mined = mine_errors(evaluated, train_s, cfg, progress)
+            log.info("epoch %d: %d mistakes of the model on the %d training images (crop centres of "
+                     "data.error_fraction)", epoch, mined, len(train_s))
         train_mode(model, cfg)
         losses = []
         batches = sampler.epoch(epoch, cfg.optim.batch_size)
@@ -478,7 +508,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             sched.step(val["val_loss"])
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: v for k, v in val.items()
                                                                           if k != "val_counts"},
-               "val_counts": val["val_counts"], "lr": float(opt.param_groups[0]["lr"]),
+               "val_counts": val["val_counts"], **({"mined_errors": mined} if mined is not None else {}),
+               "lr": float(opt.param_groups[0]["lr"]),
                "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
         if validated:
