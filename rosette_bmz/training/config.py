@@ -179,8 +179,9 @@ class DataConfig(_Strict):
     error_fraction: float = Field(0.0, ge=0, le=1)
     """Fraction of crops centred on one of the model's own current mistakes on the training images:
     a false proposal (a component at ``threshold`` / ``min_size`` touching no rosette) or a missed
-    rosette (hard example mining). The trainer finds them by predicting every training image, at the
-    start and every ``error_refresh`` epochs; images without a mistake fall back to random crops."""
+    rosette (hard example mining). The trainer finds them by predicting every training image (and
+    every replay image), at the start and every ``error_refresh`` epochs; images without a mistake
+    fall back to random crops."""
 
     error_refresh: int = Field(10, ge=1)
     """Epochs between two searches for the model's mistakes (``error_fraction``); each predicts

@@ -462,9 +462,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         mined = None
         if cfg.data.error_fraction > 0 and (epoch - start_epoch) % cfg.data.error_refresh == 0:
             with _calibrated(evaluated, offset):
-                mined = mine_errors(evaluated, train_s, cfg, progress)
-            log.info("epoch %d: %d mistakes of the model on the %d training images (crop centres of "
-                     "data.error_fraction)", epoch, mined, len(train_s))
+                mined = mine_errors(evaluated, [*train_s, *replay], cfg, progress)
+            log.info("epoch %d: %d mistakes of the model on the %d training and %d replay images (crop "
+                     "centres of data.error_fraction)", epoch, mined, len(train_s), len(replay))
         train_mode(model, cfg)
         losses = []
         batches = sampler.epoch(epoch, cfg.optim.batch_size)
