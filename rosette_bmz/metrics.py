@@ -69,8 +69,8 @@ from .constants import DEFAULT_DECOY_RADIUS, MIN_PROPOSAL_SIZE, THRESHOLD
 __all__ = [
     "THRESHOLD", "TIER_LOW_THRESHOLD", "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS",
     "soft_dice", "pixel_counts", "rosette_pixel_stats", "event_counts", "proposal_components",
-    "proposal_counts", "decoy_hits", "decoy_radius", "ImageCounts", "image_counts", "summarize",
-    "MetricsAccumulator",
+    "proposals_on_rosettes", "proposal_counts", "decoy_hits", "decoy_radius", "ImageCounts", "image_counts",
+    "summarize", "MetricsAccumulator",
 ]
 
 log = logging.getLogger(__name__)
@@ -165,13 +165,19 @@ def proposal_components(prob: np.ndarray, threshold: float = THRESHOLD, min_size
     return labels, len(rows)
 
 
+def proposals_on_rosettes(components: np.ndarray, n: int, rosettes: np.ndarray) -> np.ndarray:
+    """Bool ``(n + 1,)``: entry ``i`` is True when proposal ``i`` overlaps a ground-truth rosette by
+    >= 1 pixel (entry 0, the background, is ignored)."""
+    hit = np.zeros(n + 1, dtype=bool)
+    hit[np.asarray(components)[np.asarray(rosettes) > 0]] = True
+    return hit
+
+
 def proposal_counts(components: np.ndarray, n: int, rosettes: np.ndarray) -> tuple[int, int]:
     """``(n_proposals, n_matched)``: proposals overlapping a ground-truth rosette by >= 1 pixel."""
     if n == 0:
         return 0, 0
-    hit = np.zeros(n + 1, dtype=bool)
-    hit[np.asarray(components)[np.asarray(rosettes) > 0]] = True
-    return n, int(hit[1:].sum())
+    return n, int(proposals_on_rosettes(components, n, rosettes)[1:].sum())
 
 
 def decoy_radius(meta: Mapping[str, Any] | None) -> float:

@@ -25,8 +25,8 @@ __all__ = ["ConfigError", "ModelConfig", "SynthConfig", "ReplayConfig", "DataCon
 #: Where the shipped configs live (``published.yaml``, ``demo.yaml``, ``finetune.yaml``, ``review.yaml``).
 CONFIG_DIR = Path(__file__).parent / "configs"
 #: Crop kind -> the data setting that gives it its share of the crops (centred on a rosette pixel,
-#: a 4-cell junction, a near miss, an extrusion rosette), in the order they are drawn; the rest
-#: are random crops.
+#: a 4-cell junction, a near miss, an extrusion rosette, one of the model's own mistakes), in the
+#: order they are drawn; the rest are random crops.
 CROP_FRACTIONS = {"centred": "centred_fraction", "hard": "hard_negative_fraction",
                   "near_miss": "near_miss_fraction", "extrusion": "extrusion_fraction",
                   "error": "error_fraction"}

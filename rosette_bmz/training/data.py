@@ -361,20 +361,19 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> 
 
 # ----------------------------------------------------------------------------- crops
 def error_points(prob: np.ndarray, sample: Sample, threshold: float, min_size: int) -> np.ndarray:
-    """(N, 2) int (y, x): where the prediction ``prob`` of ``sample`` is wrong, by the event metrics'
-    rules (:mod:`rosette_bmz.metrics`): the centroid of every proposal (component of ``prob >
-    threshold`` with >= ``min_size`` px) that touches no rosette pixel, and the centroid of every
-    rosette that no proposal touches."""
+    """(N, 2) int (y, x): where the prediction ``prob`` of ``sample`` is wrong: the centroid of every
+    proposal (component of ``prob > threshold`` with >= ``min_size`` px, :mod:`rosette_bmz.metrics`)
+    that touches no rosette pixel (a false proposal, as event precision counts it), and the centroid
+    of every rosette that no proposal touches (stricter than event recall, which counts a rosette
+    found with one pixel above the threshold, even in a component under ``min_size``)."""
     from scipy import ndimage
 
-    from ..metrics import proposal_components
+    from ..metrics import proposal_components, proposals_on_rosettes
 
     comp, n = proposal_components(prob, threshold, min_size)
     points = []
     if n:
-        touches = np.zeros(n + 1, dtype=bool)
-        touches[comp[sample.mask > 0]] = True
-        false = np.flatnonzero(~touches[1:]) + 1
+        false = np.flatnonzero(~proposals_on_rosettes(comp, n, sample.mask)[1:]) + 1
         if false.size:
             points.append(np.asarray(ndimage.center_of_mass(np.ones(comp.shape), comp, false)).reshape(-1, 2))
     ids = np.unique(sample.instances[sample.instances > 0])
