@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from rosette_bmz.inputs import inner_outlines  # noqa: E402
 from rosette_bmz.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from rosette_bmz.training.data import (CropSampler, Sample, TrainingDataError, build_augmentation,  # noqa: E402
-                           choose_crop_kind, error_points, match_pairs, sample_crop, split_samples)
+                           choose_crop_kind, error_points, match_pairs, sample_crop, split_samples, widen_lines)
 from rosette_bmz.training.train import load_init_state, rosette_loss, select_device  # noqa: E402
 
 
@@ -345,6 +345,25 @@ def test_sampler_builds_published_channels_after_augmentation():
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(batches, again))
     other = list(sampler.epoch(2, 4))
     assert not np.array_equal(batches[0][0], other[0][0])
+
+
+def test_widened_lines_keep_the_mask_and_grow_by_the_drawn_width():
+    line = np.zeros((9, 9), np.uint8)
+    line[:, 4] = 1
+    for by in (1, 2, 3):
+        assert (widen_lines(line, by).sum(1) == 1 + by).all()      # a 1 px line becomes 1 + by px wide
+    cfg = load_config("published.yaml", {"data.crop_size": 64, "data.samples_per_epoch": 4,
+                                         "data.centred_fraction": 1.0})
+    still = cfg.augment.model_copy(update=dict(flip_p=0.0, rotate90_p=0.0, elastic_p=0.0, affine_p=0.0, dropout_p=0.0))
+    samples = [_sample(128, 0), _sample(128, 1)]
+    plain = list(CropSampler(samples, cfg.data, still, seed=0).epoch(1, 4))
+    wide = list(CropSampler(samples, cfg.data, still.model_copy(update={"widen_p": 1.0, "widen_by": (2, 2)}),
+                            seed=0).epoch(1, 4))
+    for (xp, yp, _), (xw, yw, _) in zip(plain, wide):
+        assert np.array_equal(yp, yw)                                # the same crops, the mask kept
+        assert (xw[:, 1] >= xp[:, 1]).all() and xw[:, 1].sum() > 1.5 * xp[:, 1].sum()
+    with pytest.raises(ConfigError, match="widen_by"):
+        load_config("published.yaml", {"augment.widen_by": [3, 1]})
 
 
 def test_split_by_image():

@@ -249,6 +249,22 @@ class AugmentConfig(_Strict):
     dropout_size: tuple[float, float] = (0.03, 0.08)
     """CoarseDropout hole height/width as a fraction of the crop size (min, max)."""
 
+    widen_p: float = Field(0.0, ge=0, le=1)
+    """Probability of widening the lines of an outline-image crop (a binary dilation after the
+    geometric transforms; the rosette mask is kept): outline width is a property of the segmentation tool,
+    not of the tissue. 0 (the default) leaves the crops, and their random draws, as before."""
+
+    widen_by: tuple[int, int] = (1, 2)
+    """Range (min, max, in px) by which a widened crop's lines grow: a dilation with an elliptic
+    kernel of side ``1 + by``: 1 px lines become 2-3 px wide, 2-3 px ones 3-5 px."""
+
+    @field_validator("widen_by")
+    @classmethod
+    def _widen_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 8:
+            raise ValueError(f"must be (min, max) with 1 <= min <= max <= 8, got {list(v)}")
+        return v
+
 
 class LossConfig(_Strict):
     """loss = bce_weight * BCE + dice_weight * (1 - Dice), both on probabilities (published: 0.5/0.5)."""

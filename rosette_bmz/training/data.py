@@ -477,6 +477,15 @@ def build_augmentation(cfg: AugmentConfig, crop_size: int, seed: int | None = No
     return A.Compose(transforms, seed=seed)
 
 
+def widen_lines(image: np.ndarray, by: int) -> np.ndarray:
+    """A binary outline image with every line ``by`` px wider (dilation with an elliptic kernel of
+    side ``1 + by``)."""
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (1 + by, 1 + by))
+    return cv2.dilate(np.ascontiguousarray(image, dtype=np.uint8), kernel)
+
+
 class CropSampler:
     """Draws ``samples_per_epoch`` augmented crops per epoch, deterministic per (seed, epoch)."""
 
@@ -490,12 +499,16 @@ class CropSampler:
         self.seed = seed
         self.junction_weight = float(junction_weight)
         self.augment = build_augmentation(augment, data.crop_size, seed)
+        self.widen = (augment.widen_p, augment.widen_by) if augment.enabled else (0.0, (1, 1))
 
-    def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, np.ndarray | None]:
+    def crop(self, rng: np.random.Generator, widen_rng: np.random.Generator | None = None
+             ) -> tuple[np.ndarray, np.ndarray, str, np.ndarray | None]:
         """One (2, S, S) float32 input, (S, S) uint8 mask, the crop kind and the (S, S) float32 pixel
         weights of the BCE (``1 + junction_weight`` on :attr:`Sample.focus`; None when that is 0).
 
-        With replay images, a ``data.replay.fraction`` of the crops comes from them.
+        With replay images, a ``data.replay.fraction`` of the crops comes from them. Line widening
+        (``augment.widen_p``) draws from ``widen_rng`` (default ``rng``), so with its own generator
+        the crops themselves do not depend on it.
         """
         d = self.data
         pool = self.samples
@@ -504,16 +517,19 @@ class CropSampler:
         sample = pool[int(rng.integers(len(pool)))]
         kind = choose_crop_kind(rng, *(getattr(d, f) for f in CROP_FRACTIONS.values()))
         img, msk, centre = sample_crop(sample, d.crop_size, rng, kind)
-        if not self.junction_weight:
-            if self.augment is not None:
+        focus = crop_like(sample.focus, d.crop_size, centre) if self.junction_weight else None
+        if self.augment is not None:     # the same geometric transform for mask (and focus)
+            if focus is None:
                 out = self.augment(image=img, mask=msk)
                 img, msk = out["image"], out["mask"]
-            return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind, None
-        focus = crop_like(sample.focus, d.crop_size, centre)
-        if self.augment is not None:     # the same geometric transform for mask and focus
-            out = self.augment(image=img, masks=[msk, focus])
-            img, (msk, focus) = out["image"], out["masks"]
-        weight = 1 + self.junction_weight * (np.asarray(focus) > 0).astype(np.float32)
+            else:
+                out = self.augment(image=img, masks=[msk, focus])
+                img, (msk, focus) = out["image"], out["masks"]
+        p, (lo, hi) = self.widen
+        wr = rng if widen_rng is None else widen_rng
+        if p and sample.kind == "outlines" and wr.random() < p:
+            img = widen_lines(img, int(wr.integers(lo, hi + 1)))
+        weight = None if focus is None else 1 + self.junction_weight * (np.asarray(focus) > 0).astype(np.float32)
         return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind, weight
 
     def epoch(self, epoch: int, batch_size: int
@@ -521,13 +537,14 @@ class CropSampler:
         """Batches (B, 2, S, S) float32 inputs, (B, 1, S, S) float32 masks and (B, 1, S, S) float32
         BCE pixel weights (None without ``junction_weight``) for one epoch."""
         rng = np.random.default_rng([self.seed, epoch])
+        widen_rng = np.random.default_rng([self.seed, epoch, 1])
         if self.augment is not None:
             self.augment.set_random_seed(int(rng.integers(2**31 - 1)))
         n = self.data.samples_per_epoch
         for start in range(0, n, batch_size):
             xs, ys, ws = [], [], []
             for _ in range(min(batch_size, n - start)):
-                x, y, _, w = self.crop(rng)
+                x, y, _, w = self.crop(rng, widen_rng)
                 xs.append(x)
                 ys.append(y[None].astype(np.float32))
                 ws.append(w)
