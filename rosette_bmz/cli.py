@@ -212,7 +212,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="draw each image's settings from a named world: train (the randomised training "
                         "distribution), train_wide (the same with cells of 12-48 px), heldout (train, other "
                         "seeds), default (generate()'s defaults), or an 'other world' outside the training "
-                        "ranges: small_cells, large_cells, wide_lines, noise1, poisson, hexjitter")
+                        "ranges: small_cells, large_cells, wide_lines, wider_lines, noise1, poisson, hexjitter")
     p.add_argument("--truth", default=SYNTH_TRUTHS[0], choices=SYNTH_TRUTHS,
                    help="where the rosette rule reads the ground truth: the final cell label image with its gaps "
                         "closed, as `evaluate --truth labels` does (default), or the clean tiling before "

@@ -20,10 +20,11 @@ generator's streams). ``rosette-bmz synth --world NAME`` and the trainer's
     and local diameters; seeds shifted by 9,000,000): training data for weights meant to cover the
     cell sizes of ``small_cells`` and ``large_cells`` too (which are then no longer "other
     worlds" for those weights).
-``small_cells``, ``large_cells``, ``wide_lines``, ``noise1``, ``poisson``, ``hexjitter``
+``small_cells``, ``large_cells``, ``wide_lines``, ``wider_lines``, ``noise1``, ``poisson``, ``hexjitter``
     "Other worlds": the training distribution with one setting *outside* its training range
     (cells of 12 px or 45 px without a size gradient; 4-5 px outline lines, on cells of 24-40 px
-    so that the lines cover less than the input guard's 45 % of the image; noise 1; a
+    so that the lines cover less than the input guard's 45 % of the image; 6 px lines on cells
+    of 36-48 px, outside the range of weights trained with widened lines too; noise 1; a
     Poisson-disc or a jittered-hexagon Voronoi tiling instead of the relaxed one). Each has its
     own seed offset. They measure generalisation (``benchmarks/generalisation.py``).
 
@@ -199,6 +200,12 @@ WORLDS: dict[str, World] = {w.name: w for w in (
     replace(_TRAIN, name="wide_lines", description="4-5 px outline lines (training: inner / watershed / 2-3 px), "
             "cells of 24-40 px", outline_style=("thick",), thick_width=(4, 5), cell_diameter=(24.0, 40.0),
             local_diameter=(20.0, 40.0), seed_offset=4_000_000),
+    # stop 28: the world_lines weights widen 30 % of their training crops' lines by 1-2 px, which puts
+    # wide_lines' 4-5 px inside their range; 6 px lines (the generator's widest) stay outside it
+    # (cells of >= 32 px, for the same input guard: the lines cover 25-30 % of the image)
+    replace(_TRAIN, name="wider_lines", description="6 px outline lines (training: inner / watershed / 2-3 px, "
+            "widened by up to 2 px in world_lines), cells of 36-48 px", outline_style=("thick",), thick_width=(6, 6),
+            cell_diameter=(36.0, 48.0), local_diameter=(32.0, 48.0), seed_offset=10_000_000),
     replace(_TRAIN, name="noise1", description="segmentation noise 1 (training: 0-0.8)",
             noise=(1.0, 1.0), seed_offset=5_000_000),
     replace(_TRAIN, name="poisson", description="Poisson-disc Voronoi tiling, not relaxed (training: Lloyd-relaxed)",

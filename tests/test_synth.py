@@ -508,8 +508,10 @@ def test_worlds_draw_reproducible_settings_in_their_ranges():
     assert 0.2 < np.mean([kw["tissue_free"] > 0 for kw in draws]) < 0.6
     assert get_world("small_cells").draw(0)["cell_diameter"] == 12 and get_world("noise1").draw(3)["noise"] == 1
     assert get_world("wide_lines").draw(1)["line_width"] in (4, 5)
+    assert get_world("wider_lines").draw(1)["line_width"] == 6
     assert get_world("heldout").seed_offset != train.seed_offset
-    assert set(OTHER_WORLDS) >= {"small_cells", "large_cells", "wide_lines", "noise1", "poisson", "hexjitter"}
+    assert set(OTHER_WORLDS) >= {"small_cells", "large_cells", "wide_lines", "wider_lines", "noise1", "poisson",
+                                 "hexjitter"}
     with pytest.raises(SynthError, match="unknown world 'mars'.*train"):
         get_world("mars")
 
