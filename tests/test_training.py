@@ -352,6 +352,8 @@ def test_widened_lines_keep_the_mask_and_grow_by_the_drawn_width():
     line[:, 4] = 1
     for by in (1, 2, 3):
         assert (widen_lines(line, by).sum(1) == 1 + by).all()      # a 1 px line becomes 1 + by px wide
+    assert (widen_lines(line, 3, max_fraction=3 / 9).sum(1) == 3).all()   # at most a third of the image
+    assert np.array_equal(widen_lines(line, 2, max_fraction=1 / 9), line)
     cfg = load_config("published.yaml", {"data.crop_size": 64, "data.samples_per_epoch": 4,
                                          "data.centred_fraction": 1.0})
     still = cfg.augment.model_copy(update=dict(flip_p=0.0, rotate90_p=0.0, elastic_p=0.0, affine_p=0.0, dropout_p=0.0))

@@ -17,6 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ..constants import PRECISIONS
+from ..inputs import MAX_OUTLINE_FRACTION
 from ..errors import ConfigError
 
 __all__ = ["ConfigError", "ModelConfig", "SynthConfig", "ReplayConfig", "DataConfig", "AugmentConfig", "LossConfig",
@@ -257,6 +258,11 @@ class AugmentConfig(_Strict):
     widen_by: tuple[int, int] = (1, 2)
     """Range (min, max, in px) by which a widened crop's lines grow: a dilation with an elliptic
     kernel of side ``1 + by``: 1 px lines become 2-3 px wide, 2-3 px ones 3-5 px."""
+
+    widen_max_fraction: float = Field(0.35, gt=0, le=MAX_OUTLINE_FRACTION)
+    """A crop's lines are widened by less (or not at all) where the widened lines would cover more
+    than this fraction of it: thick lines on small cells are not an outline image any tool draws
+    (the input guard refuses more than 45 %)."""
 
     @field_validator("widen_by")
     @classmethod

@@ -477,13 +477,18 @@ def build_augmentation(cfg: AugmentConfig, crop_size: int, seed: int | None = No
     return A.Compose(transforms, seed=seed)
 
 
-def widen_lines(image: np.ndarray, by: int) -> np.ndarray:
+def widen_lines(image: np.ndarray, by: int, max_fraction: float = 1.0) -> np.ndarray:
     """A binary outline image with every line ``by`` px wider (dilation with an elliptic kernel of
-    side ``1 + by``)."""
+    side ``1 + by``), or less wide, down to unchanged, where the lines would cover more than
+    ``max_fraction`` of the image."""
     import cv2
 
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (1 + by, 1 + by))
-    return cv2.dilate(np.ascontiguousarray(image, dtype=np.uint8), kernel)
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    for b in range(by, 0, -1):
+        wide = cv2.dilate(image, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (1 + b, 1 + b)))
+        if np.count_nonzero(wide) <= max_fraction * wide.size:
+            return wide
+    return image
 
 
 class CropSampler:
@@ -499,7 +504,7 @@ class CropSampler:
         self.seed = seed
         self.junction_weight = float(junction_weight)
         self.augment = build_augmentation(augment, data.crop_size, seed)
-        self.widen = (augment.widen_p, augment.widen_by) if augment.enabled else (0.0, (1, 1))
+        self.widen = ((augment.widen_p if augment.enabled else 0.0), augment.widen_by, augment.widen_max_fraction)
 
     def crop(self, rng: np.random.Generator, widen_rng: np.random.Generator | None = None
              ) -> tuple[np.ndarray, np.ndarray, str, np.ndarray | None]:
@@ -525,10 +530,10 @@ class CropSampler:
             else:
                 out = self.augment(image=img, masks=[msk, focus])
                 img, (msk, focus) = out["image"], out["masks"]
-        p, (lo, hi) = self.widen
+        p, (lo, hi), most = self.widen
         wr = rng if widen_rng is None else widen_rng
         if p and sample.kind == "outlines" and wr.random() < p:
-            img = widen_lines(img, int(wr.integers(lo, hi + 1)))
+            img = widen_lines(img, int(wr.integers(lo, hi + 1)), most)
         weight = None if focus is None else 1 + self.junction_weight * (np.asarray(focus) > 0).astype(np.float32)
         return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind, weight
 
