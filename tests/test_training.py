@@ -729,3 +729,26 @@ def test_bf16_training_runs_and_saves_fp32_weights(tmp_path):
     assert all(v.dtype == torch.float32 for v in sd.values() if v.dtype.is_floating_point)
     with pytest.raises(ConfigError, match="precision"):
         load_config(_tiny_config(tmp_path), {"optim.precision": "fp16"})
+
+
+def test_cosine_schedule_warms_up_decays_to_min_lr_and_resumes(tmp_path):
+    from rosette_bmz.training.train import train
+
+    img_dir, mask_dir = _write_folder(tmp_path, n=2, size=64)
+    over = {"data.images": str(img_dir), "data.masks": str(mask_dir), "augment.elastic_p": 0.0,
+            "optim.schedule": "cosine", "optim.warmup_epochs": 1, "optim.min_lr": 1e-5, "optim.epochs": 3}
+    full = train(load_config(_tiny_config(tmp_path), {**over, "out": str(tmp_path / "a")}), progress=False)
+    # 2 steps an epoch: after the warm-up epoch the rate is lr, halfway down after epoch 2, min_lr at the end
+    lrs = [r["lr"] for r in full.history]
+    assert lrs == pytest.approx([1e-3, 1e-5 + (1e-3 - 1e-5) / 2, 1e-5])
+    train(load_config(_tiny_config(tmp_path), {**over, "out": str(tmp_path / "b"), "optim.epochs": 2}),
+          progress=False)   # decays over 2 epochs; extended to 3 by --resume, the step count comes back
+    resumed = train(load_config(_tiny_config(tmp_path), {**over, "out": str(tmp_path / "b")}), resume=True,
+                    progress=False)   # (from step 0 the third epoch would end the warm-up at lr again)
+    assert [r["lr"] for r in resumed.history] == pytest.approx([1e-3, 1e-5, 1e-5])
+    with pytest.raises(ConfigError, match="min_lr"):
+        load_config(_tiny_config(tmp_path), {"optim.schedule": "cosine", "optim.min_lr": 1.0})
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        load_config(_tiny_config(tmp_path), {"optim.schedule": "cosine", "optim.warmup_epochs": 2})
+    with pytest.raises(ConfigError, match="schedule"):
+        load_config(_tiny_config(tmp_path), {"optim.schedule": "linear"})

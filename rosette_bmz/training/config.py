@@ -331,6 +331,15 @@ class OptimConfig(_Strict):
     operating point than any single step's weights: at 80 steps an epoch, 0.995 averages about
     the last 2.5 epochs."""
 
+    @model_validator(mode="after")
+    def _check_schedule(self) -> "OptimConfig":
+        if self.schedule == "cosine":
+            if self.min_lr >= self.lr:
+                raise ValueError(f"min_lr ({self.min_lr:g}) must be below lr ({self.lr:g}) for schedule: cosine")
+            if self.warmup_epochs >= self.epochs:
+                raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        return self
+
     @field_validator("precision")
     @classmethod
     def _known_precision(cls, v: str) -> str:
@@ -343,6 +352,18 @@ class OptimConfig(_Strict):
 
     epochs: int = Field(100, ge=1)
     """Maximum number of epochs (published: 100)."""
+
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    """Learning-rate schedule. ``plateau`` (published): ReduceLROnPlateau on the validation loss
+    (``plateau_factor``, ``plateau_patience``). ``cosine``: a fixed schedule per optimisation step,
+    a linear warm-up over ``warmup_epochs`` to ``lr``, then a cosine decay to ``min_lr`` at
+    ``epochs`` (a warm restart when ``--init`` weights have converged at a lower rate)."""
+
+    warmup_epochs: int = Field(0, ge=0)
+    """``schedule: cosine``: epochs of linear warm-up from ``lr / steps`` to ``lr``."""
+
+    min_lr: float = Field(0.0, ge=0)
+    """``schedule: cosine``: the learning rate the decay ends at (after ``epochs``)."""
 
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     """ReduceLROnPlateau factor on the validation loss (published: 0.5)."""

@@ -30,6 +30,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -77,6 +78,19 @@ def rosette_loss(prob, target, bce_weight: float = 0.5, dice_weight: float = 0.5
 
 
 # ----------------------------------------------------------------------------- device / init
+def cosine_factor(step: int, *, steps_per_epoch: int, cfg) -> float:
+    """``schedule: cosine``: the learning rate after ``step`` optimisation steps, as a fraction of
+    ``cfg.lr`` (``cfg``: an :class:`~rosette_bmz.training.config.OptimConfig`): a linear ramp over
+    ``warmup_epochs``, then half a cosine down to ``min_lr`` at the end of ``epochs``."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    total = max(cfg.epochs * steps_per_epoch, warm + 1)
+    if step < warm:
+        return (step + 1) / warm
+    floor = cfg.min_lr / cfg.lr
+    t = min(1.0, (step - warm) / (total - warm))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 def select_device(name: str = "auto"):
     """``auto``: cuda, then mps, then cpu; otherwise the named device (checked)."""
     import torch
@@ -421,8 +435,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         if resume and offset:   # the init file carries its calibration; the model trains without it
             anchor[[n for n, _ in start.named_parameters()].index("final.0.bias")] += offset
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.optim.plateau_factor,
-                                                       patience=cfg.optim.plateau_patience)
+    steps = sampler.n_batches(cfg.optim.batch_size)
+    if cfg.optim.schedule == "cosine":   # per step: linear warm-up, cosine decay to min_lr
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(cosine_factor, steps_per_epoch=steps,
+                                                               cfg=cfg.optim))
+    else:
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.optim.plateau_factor,
+                                                           patience=cfg.optim.plateau_patience)
     history: list = []
     start_epoch, best_value, best_epoch, best_loss, bad_epochs = 1, None, 0, None, 0
     if resume:
@@ -491,6 +510,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                 raise FloatingPointError(f"epoch {epoch}: training loss is {loss.item()}; lower optim.lr")
             loss.backward()
             opt.step()
+            if cfg.optim.schedule == "cosine":
+                sched.step()
             if ema is not None:
                 ema.update(model)
             losses.append(float(loss.item()))
@@ -504,7 +525,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         validated = epoch == cfg.optim.epochs or (every > 0 and epoch % every == 0)
         with _calibrated(evaluated, offset):
             val = validate(evaluated, val_s, cfg, device) if validated else _no_validation()
-        if validated:
+        if validated and cfg.optim.schedule == "plateau":
             sched.step(val["val_loss"])
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: v for k, v in val.items()
                                                                           if k != "val_counts"},
