@@ -752,3 +752,22 @@ def test_cosine_schedule_warms_up_decays_to_min_lr_and_resumes(tmp_path):
         load_config(_tiny_config(tmp_path), {"optim.schedule": "cosine", "optim.warmup_epochs": 2})
     with pytest.raises(ConfigError, match="schedule"):
         load_config(_tiny_config(tmp_path), {"optim.schedule": "linear"})
+
+
+def test_a_dense_crop_of_a_valid_image_is_no_input_error():
+    """The whole image is validated when it is loaded; a crop of a dense patch (small cells, thick
+    lines) may hold more foreground than a whole outline image may (stop 29: a training run stopped
+    on a 45 % crop centred on one of the model's mistakes)."""
+    from rosette_bmz.inputs import MAX_OUTLINE_FRACTION, InputError, from_outlines
+    from rosette_bmz.training.data import to_input
+
+    crop = np.zeros((64, 64), np.uint8)
+    crop[::2] = 1                                   # 50 % lines
+    crop[:, ::4] = 1
+    assert crop.mean() > MAX_OUTLINE_FRACTION
+    with pytest.raises(InputError, match="foreground"):
+        from_outlines(crop, "whole image")           # as a whole image it is refused
+    x = to_input(crop, "outlines")                   # as a crop of a loaded image it is converted
+    assert x.shape == (2, 64, 64) and x.dtype == np.float32
+    assert np.array_equal(x[1], crop.astype(np.float32))        # the same two channels as from_outlines
+    assert np.array_equal(x, from_outlines(np.pad(crop, ((0, 192), (0, 0))), "padded")[:, :64])

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..constants import DEFAULT_DECOY_RADIUS, IMAGE_SUFFIXES, MIN_MULTIPLICITY
-from ..inputs import from_channels, from_labels, from_outlines, read_image
+from ..inputs import channels_from_foreground, from_channels, from_labels, from_outlines, read_image
 
 from ..errors import TrainingDataError
 from .config import CROP_FRACTIONS, AugmentConfig, DataConfig, ReplayConfig
@@ -113,11 +113,16 @@ def disc_map(shape: tuple[int, int], points: np.ndarray, radius: float) -> np.nd
     return _dilate_points(seeds, _disk(radius)).astype(np.uint8)
 
 
-def to_input(image: np.ndarray, kind: str, name: str | None = None) -> np.ndarray:
-    """A sample's image (outlines or channels, see :class:`Sample`) -> float32 (2, H, W)."""
+def to_input(image: np.ndarray, kind: str) -> np.ndarray:
+    """A sample's image (outlines or channels, see :class:`Sample`) -> float32 (2, H, W).
+
+    The images were validated whole when they were loaded (or drawn by the generator), so a crop
+    is converted without the input checks: a crop of a dense patch (small cells, thick lines) may
+    hold more foreground than :data:`~rosette_bmz.inputs.MAX_OUTLINE_FRACTION` allows a whole
+    image."""
     if kind == "channels":
         return np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32)
-    return from_outlines(image, name)
+    return channels_from_foreground(np.asarray(image) > 0)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -535,7 +540,7 @@ class CropSampler:
         if p and sample.kind == "outlines" and wr.random() < p:
             img = widen_lines(img, int(wr.integers(lo, hi + 1)), most)
         weight = None if focus is None else 1 + self.junction_weight * (np.asarray(focus) > 0).astype(np.float32)
-        return to_input(img, sample.kind, sample.name), msk.astype(np.uint8), kind, weight
+        return to_input(img, sample.kind), msk.astype(np.uint8), kind, weight
 
     def epoch(self, epoch: int, batch_size: int
               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:

@@ -224,7 +224,7 @@ def validate(model, samples: Sequence[Sample], cfg: TrainConfig, device) -> dict
     npix = 0
     tiny = math.exp(-100)   # PyTorch's BCE clamps log() at -100
     for s in samples:
-        prob = predict(to_input(s.image, s.kind, s.name), model,
+        prob = predict(to_input(s.image, s.kind), model,
                        tile=max(cfg.data.val_tile, 2 * DEFAULT_HALO + DIVISOR))
         g = s.mask.astype(np.float64)
         p = prob.astype(np.float64)
@@ -270,7 +270,7 @@ def mine_errors(model, samples: Sequence[Sample], cfg: TrainConfig, progress: bo
         items = tqdm(samples, desc="finding the model's mistakes", unit="image", leave=False, mininterval=2.0)
     total = 0
     for s in items:
-        prob = predict(to_input(s.image, s.kind, s.name), model,
+        prob = predict(to_input(s.image, s.kind), model,
                        tile=max(cfg.data.val_tile, 2 * DEFAULT_HALO + DIVISOR))
         s.errors = error_points(prob, s, cfg.threshold, cfg.min_size)
         total += len(s.errors)
