@@ -37,6 +37,7 @@ from rosette_bmz.baseline import LABEL_GAP_FILL, grow_cells
 from rosette_bmz.definition import find_rosettes
 from rosette_bmz.synth import generate_world
 from rosette_bmz.worlds import OTHER_WORLDS
+from truth_agreement import _overlapping   # the same event rule as the truth-agreement benchmark (this folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETS = ["default", "heldout", *OTHER_WORLDS]
@@ -55,11 +56,6 @@ def jitter_borders(labels: np.ndarray, rng: np.random.Generator, p: float = 0.5)
     out = lab.copy()
     out[flip] = other[flip]
     return out
-
-
-def _overlapping(a: np.ndarray, b: np.ndarray) -> int:
-    """Instances of ``a`` (uint labels, 0 = none) that share a pixel with any instance of ``b``."""
-    return int(np.unique(a[(a > 0) & (b > 0)]).size)
 
 
 def main(argv: list[str] | None = None) -> int:
