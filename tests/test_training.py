@@ -413,6 +413,12 @@ def test_synthetic_sources_on_the_fly_and_from_disk(tmp_path):
     assert sum(s.n_rosettes for s in fly) > 0
     with pytest.raises(TrainingDataError, match="synth_dir"):
         load_samples(load_config(None, {"data.source": "synth_dir"}).data)
+    # the whole images are checked when loaded (their crops are not): a filled mask is refused by name
+    from rosette_bmz.inputs import InputError
+
+    tifffile.imwrite(tmp_path / "syn" / "synth_0001_outlines.tif", np.ones((160, 160), np.uint8))
+    with pytest.raises(InputError, match="synth_0001.*foreground"):
+        load_samples(load_config(None, {"data.source": "synth_dir", "data.synth_dir": str(tmp_path / "syn")}).data)
 
 
 def test_synthetic_samples_know_their_extrusion_rosettes():

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..constants import DEFAULT_DECOY_RADIUS, IMAGE_SUFFIXES, MIN_MULTIPLICITY
-from ..inputs import channels_from_foreground, from_channels, from_labels, from_outlines, read_image
+from ..inputs import channels_from_foreground, from_channels, from_labels, from_outlines, read_image, validated
 
 from ..errors import TrainingDataError
 from .config import CROP_FRACTIONS, AugmentConfig, DataConfig, ReplayConfig
@@ -184,7 +184,9 @@ def _load_synth_dir(directory: str | os.PathLike) -> list[Sample]:
     if not items:
         raise TrainingDataError(f"synthetic data folder {d}: no synth_*.tif images found "
                                 "(write some with `rosette-bmz synth --out DIR`)")
-    return [_synth_sample(stem, outlines, rosettes, meta) for stem, _labels, outlines, rosettes, meta in items]
+    # validated whole here: the crops taken from them later are not (see to_input)
+    return [_synth_sample(stem, validated(outlines, "outlines", str(d / stem)), rosettes, meta)
+            for stem, _labels, outlines, rosettes, meta in items]
 
 
 def _files(d: Path) -> list[Path]:
