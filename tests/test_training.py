@@ -752,6 +752,15 @@ def test_cosine_schedule_warms_up_decays_to_min_lr_and_resumes(tmp_path):
     resumed = train(load_config(_tiny_config(tmp_path), {**over, "out": str(tmp_path / "b")}), resume=True,
                     progress=False)   # (from step 0 the third epoch would end the warm-up at lr again)
     assert [r["lr"] for r in resumed.history] == pytest.approx([1e-3, 1e-5, 1e-5])
+    state = tmp_path / "b" / "last_state.pt"
+    for old in (False, True):   # old: a state written before it recorded its schedule (read off the scheduler)
+        if old:
+            st = torch.load(state, weights_only=True)
+            del st["schedule"]
+            torch.save(st, state)
+        with pytest.raises(ConfigError, match="optim.schedule cosine, the config says plateau"):
+            train(load_config(_tiny_config(tmp_path), {**over, "optim.schedule": "plateau", "optim.epochs": 4,
+                                                       "out": str(tmp_path / "b")}), resume=True, progress=False)
     with pytest.raises(ConfigError, match="min_lr"):
         load_config(_tiny_config(tmp_path), {"optim.schedule": "cosine", "optim.min_lr": 1.0})
     with pytest.raises(ConfigError, match="warmup_epochs"):

@@ -445,6 +445,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     history: list = []
     start_epoch, best_value, best_epoch, best_loss, bad_epochs = 1, None, 0, None, 0
     if resume:
+        # states written before the key existed: ReduceLROnPlateau's state has a patience, LambdaLR's none
+        was = st.get("schedule") or ("plateau" if "patience" in st["scheduler"] else "cosine")
+        if was != cfg.optim.schedule:
+            raise ConfigError(f"--resume: {state_path} was trained with optim.schedule {was}, the config says "
+                              f"{cfg.optim.schedule}; resume with the run's own schedule (or start a new run with "
+                              "--init)")
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start_epoch = int(st["epoch"]) + 1
@@ -549,7 +555,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                  "best_epoch": best_epoch, "best_value": best_value, "best_loss": best_loss,
                  "bad_epochs": bad_epochs, "history": json.dumps(history, default=_finite), "init": init_desc,
-                 "calibration": calibration}
+                 "calibration": calibration, "schedule": cfg.optim.schedule}
         if ema is not None:
             state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         with atomic_path(state_path) as tmp:
