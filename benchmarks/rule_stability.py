@@ -48,7 +48,6 @@ def jitter_borders(labels: np.ndarray, rng: np.random.Generator, p: float = 0.5)
     cell (tissue-free space, label 0, is never taken or given)."""
     lab = np.asarray(labels)
     pad = np.pad(lab, 1, mode="edge")
-    h, w = lab.shape
     neighbours = np.stack([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])
     pick = rng.integers(0, 4, size=lab.shape)
     other = np.take_along_axis(neighbours, pick[None], axis=0)[0]

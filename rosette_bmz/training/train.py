@@ -435,8 +435,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         if resume and offset:   # the init file carries its calibration; the model trains without it
             anchor[[n for n, _ in start.named_parameters()].index("final.0.bias")] += offset
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    steps = sampler.n_batches(cfg.optim.batch_size)
     if cfg.optim.schedule == "cosine":   # per step: linear warm-up, cosine decay to min_lr
+        steps = sampler.n_batches(cfg.optim.batch_size)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(cosine_factor, steps_per_epoch=steps,
                                                                cfg=cfg.optim))
     else:
