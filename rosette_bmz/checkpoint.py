@@ -144,6 +144,55 @@ def build_model(state: Mapping[str, torch.Tensor], source: str = "state dict") -
     return model.eval()
 
 
+#: Convolutions that read a concatenation ``[upsampled (C), attention-gated skip (C)]``.
+_CONCAT_INPUTS = frozenset(f"dec{i}.0.weight" for i in (1, 2, 3, 4))
+
+
+def widen_model(model: AttentionUNet, base_channels: int) -> AttentionUNet:
+    """``model`` widened to ``base_channels``, computing exactly the same function.
+
+    Every old channel keeps its weights; each new channel starts from the architecture's random
+    initialisation (the caller seeds torch) for its incoming weights, and its outgoing weights into
+    the old channels are zero, so the new channels are silent until training moves those weights
+    (their gradients are not zero). Lets a wider model start from narrower trained weights
+    instead of from scratch. Returns the new model in eval mode.
+    """
+    old_b = model.base_channels
+    if (isinstance(base_channels, bool) or not isinstance(base_channels, int) or base_channels < old_b
+            or base_channels % 2):
+        raise CheckpointError(f"cannot widen a base-{old_b} model to {base_channels!r}: give an even width "
+                              f">= {old_b}")
+    wide = AttentionUNet(model.in_channels, model.out_channels, base_channels)
+    if base_channels == old_b:
+        wide.load_state_dict(model.state_dict())
+        return wide.eval()
+    old_state = model.state_dict()
+    state = {}
+    for key, new in wide.state_dict().items():
+        old = old_state[key]
+        if new.shape == old.shape:
+            state[key] = old.clone()
+            continue
+        w = new.clone()
+        if w.dim() == 1:
+            w[: old.shape[0]] = old
+            state[key] = w
+            continue
+        swap = key.startswith("upconv")   # ConvTranspose2d kernels are (in, out, kh, kw)
+        w, old = (w.transpose(0, 1), old.transpose(0, 1)) if swap else (w, old)
+        n_out, n_in = old.shape[0], old.shape[1]
+        if key in _CONCAT_INPUTS:      # the two halves of the concatenation move apart
+            h_old, h_new = n_in // 2, w.shape[1] // 2
+            cols = torch.tensor([*range(h_old), *range(h_new, h_new + h_old)])
+        else:
+            cols = torch.arange(n_in)
+        w[:n_out] = 0                  # old channels: nothing from the new inputs ...
+        w[:n_out, cols] = old          # ... and their old weights from the old ones
+        state[key] = (w.transpose(0, 1) if swap else w).contiguous()
+    wide.load_state_dict(state)
+    return wide.eval()
+
+
 def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
     """Load a checkpoint file into an eval-mode ``AttentionUNet`` (width inferred)."""
     path = Path(path)

@@ -225,7 +225,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="training config: a YAML file, or the name of a shipped one "
                         "(rosette_bmz/training/configs/: published, finetune, review, demo, demo_stage1, world, "
                         "world_near, world_wide, world_seg, world_ext, world_err, world_anneal, world_lines, "
-                        "world_cos)")
+                        "world_cos, world_w24)")
     p.add_argument("--init", default=None, help="start from these weights (checkpoint or rdf.yaml)")
     p.add_argument("--images", default=None, help="folder of outline/label TIFFs to fine-tune on")
     p.add_argument("--masks", default=None, help="folder of rosette masks matching --images by name")

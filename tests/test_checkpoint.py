@@ -97,3 +97,26 @@ def test_saved_files_have_usual_permissions(tmp_path):
     os.umask(umask)
     for p in (path, path.with_suffix(".json")):
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+
+
+def test_widen_model_computes_the_same_function_and_then_learns(tiny_state):
+    from rosette_bmz.checkpoint import build_model, widen_model
+
+    narrow = build_model(tiny_state)
+    torch.manual_seed(1)
+    wide = widen_model(narrow, 8)
+    assert wide.base_channels == 8
+    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(p.numel() for p in narrow.parameters())
+    x = (torch.rand(2, 2, 64, 64, generator=torch.Generator().manual_seed(2)) > 0.7).float()
+    with torch.no_grad():
+        before, after = narrow(x), wide(x)
+    assert torch.allclose(before, after, atol=1e-6), float((before - after).abs().max())
+    # the new channels are not dead: a gradient reaches the zero weights from them into the old ones
+    wide.train()
+    wide(x).mean().backward()
+    g = wide.dec1[0].weight.grad
+    assert g[:4, 4:8].abs().sum() > 0 and g[:4, 12:16].abs().sum() > 0   # new halves of the concatenation
+    assert (wide.dec1[0].weight.detach()[:4, 4:8] == 0).all()
+    for bad in (2, 7, True, "8"):
+        with pytest.raises(CheckpointError, match="cannot widen a base-4 model"):
+            widen_model(narrow, bad)

@@ -786,3 +786,21 @@ def test_a_dense_crop_of_a_valid_image_is_no_input_error():
     assert x.shape == (2, 64, 64) and x.dtype == np.float32
     assert np.array_equal(x[1], crop.astype(np.float32))        # the same two channels as from_outlines
     assert np.array_equal(x, from_outlines(np.pad(crop, ((0, 192), (0, 0))), "padded")[:, :64])
+
+
+def test_widen_trains_a_wider_model_from_narrower_weights(tmp_path, tiny_state):
+    from rosette_bmz.checkpoint import load_checkpoint
+    from rosette_bmz.training.train import train
+
+    base = _finetune_base(tmp_path, tiny_state, epochs=1)
+    kept = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "kept"), "model.base_channels": 8}),
+                 progress=False)
+    assert load_checkpoint(kept.last).model.base_channels == 4       # without widen: the init's width
+    res = train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "wide"), "model.base_channels": 8,
+                                                     "model.widen": True}), progress=False)
+    loaded = load_checkpoint(res.last)
+    assert loaded.model.base_channels == 8
+    assert "widened from base 4" in loaded.metadata["init"]
+    with pytest.raises(ConfigError, match="model.widen"):
+        train(load_config(_tiny_config(tmp_path), {**base, "out": str(tmp_path / "x"), "model.base_channels": 8,
+                                                   "model.widen": True, "optim.l2sp": 0.1}), progress=False)

@@ -46,7 +46,13 @@ class ModelConfig(_Strict):
 
     init: Optional[str] = None
     """Start from these weights instead of a random initialisation: a checkpoint (.pt/.pth) or a
-    BioImage Model Zoo ``rdf.yaml``. The width is then read off the weights (fine-tuning)."""
+    BioImage Model Zoo ``rdf.yaml``. The width is then read off the weights (fine-tuning), unless
+    ``widen`` is set."""
+
+    widen: bool = False
+    """With ``init``: train at ``base_channels`` when it is wider than the init's weights, starting
+    from them widened (:func:`rosette_bmz.checkpoint.widen_model`: the same function, the new
+    channels silent at first) instead of from scratch. Off: the init's width is kept."""
 
 
 class SynthConfig(_Strict):

@@ -347,7 +347,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     """
     import torch
 
-    from ..checkpoint import CheckpointError, build_model, load_state_dict, save_checkpoint
+    from ..checkpoint import CheckpointError, build_model, load_state_dict, save_checkpoint, widen_model
     from ..model import AttentionUNet
 
     t_start = time.monotonic()
@@ -381,7 +381,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     elif cfg.model.init:
         model = build_model(load_init_state(cfg.model.init), f"--init {cfg.model.init}")
         init_desc = str(cfg.model.init)
-        if model.base_channels != cfg.model.base_channels:
+        if cfg.model.widen and cfg.model.base_channels > model.base_channels:
+            log.info("widening %s from base %d to %d", cfg.model.init, model.base_channels, cfg.model.base_channels)
+            init_desc = f"{cfg.model.init} (widened from base {model.base_channels})"
+            model = widen_model(model, cfg.model.base_channels)
+        elif model.base_channels != cfg.model.base_channels:
             log.info("width %d taken from %s (config said %d)", model.base_channels, cfg.model.init,
                      cfg.model.base_channels)
     else:
@@ -430,6 +434,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if cfg.optim.l2sp > 0:   # L2-SP: hold the weights near the --init weights
         if not cfg.model.init:
             raise ConfigError("optim.l2sp needs model.init (the weights to hold the model near)")
+        if cfg.model.widen:
+            raise ConfigError("optim.l2sp holds the weights near model.init's, which model.widen changes the "
+                              "shape of: use one or the other")
         start = build_model(load_init_state(cfg.model.init), f"--init {cfg.model.init}") if resume else model
         anchor = [p.detach().clone().to(device) for p in start.parameters()]
         if resume and offset:   # the init file carries its calibration; the model trains without it
