@@ -19,10 +19,12 @@ The table gives each kind's share of the false proposals and the precision the p
 have without it (the false ones of that kind removed, nothing else changed): where a detector's
 precision is lost, and so which lever could win it back.
 
-A second table tries one such lever, which is not in the package: the model's proposals *checked
-against the baseline's vertex graph* of the same outlines. A proposal is kept when the baseline
-finds a rosette vertex (>= 5 cells, or an extrusion) within ``CHECK_DISTANCE`` px of it, or when
-the model is sure (peak ``p > CHECK_SURE``); "+ baseline" also adds the baseline's rosettes that
+A second table tries one such lever: the proposals *checked against the vertex graph* of the same
+outlines, with what ``rosette-bmz predict`` already writes: each proposal's ``k`` in
+``<name>_rosettes.csv`` (:func:`rosette_bmz.quantities.describe_proposals`: the most cells meeting
+at a baseline vertex in or within a quarter cell of the proposal). "k >= 5" keeps the proposals
+the image summary counts as ``n_rosettes_k5``; "k >= 5 or sure" also keeps those whose peak
+probability is above ``CHECK_SURE``; "+ baseline" adds to the latter the baseline's rosettes that
 no proposal overlaps where the model's peak probability is above ``CHECK_SUPPORT``. Recall there
 is the share of rosettes a kept proposal overlaps (proposal recall: a little under the card's
 event recall, which counts any pixel at ``p >= 0.5``).
@@ -47,6 +49,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rosette_bmz import metrics as M  # noqa: E402
 from rosette_bmz.baseline import detect_rosettes  # noqa: E402
+from rosette_bmz.constants import MIN_MULTIPLICITY  # noqa: E402
+from rosette_bmz.proposals import find_proposals  # noqa: E402
+from rosette_bmz.quantities import cells_for, describe_proposals  # noqa: E402
 from rosette_bmz.inputs import from_outlines  # noqa: E402
 from rosette_bmz.runner import load_predictor, predict  # noqa: E402
 from rosette_bmz.synth import generate_world  # noqa: E402
@@ -56,7 +61,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 SETS = ["default", "heldout", *OTHER_WORLDS]
 KINDS = ("fragment", "near_miss", "four_cell", "other")
 FRAGMENT_DISTANCE = 6.0
-CHECK_DISTANCE = 3       # px (Chebyshev) from a proposal to a baseline rosette vertex
 CHECK_SURE = 0.9         # a proposal this sure is kept without a vertex
 CHECK_SUPPORT = 0.2      # a baseline rosette is added where the model's peak is above this
 
@@ -105,23 +109,19 @@ def _found(comp: np.ndarray, keep: np.ndarray, rosettes: np.ndarray) -> set:
     return set(np.unique(rosettes[rosettes > 0][keep[under] & (under > 0)]).tolist())
 
 
-def vertex_check(prob: np.ndarray, rosettes: np.ndarray, base) -> dict[str, int]:
-    """Counts for the model's proposals as they are, checked against the baseline's vertices, and
-    checked + the baseline's unclaimed rosettes (module doc), and for the baseline alone."""
-    comp, n = M.proposal_components(prob)
-    ids = np.arange(1, n + 1)
+def vertex_check(prob: np.ndarray, rosettes: np.ndarray, base, cells) -> dict[str, int]:
+    """Counts for the model's proposals as they are, kept by their ``k`` (with or without the sure
+    ones), the latter + the baseline's unclaimed rosettes (module doc), and the baseline alone."""
+    comp, props = find_proposals(prob)
+    n = len(props)
+    k = np.zeros(n + 1, dtype=int)
+    peak = np.zeros(n + 1)
+    for r in describe_proposals(comp, props, cells):
+        k[r["id"]], peak[r["id"]] = int(r["k"]), float(r["max_prob"])
     on = M.proposals_on_rosettes(comp, n, rosettes)
-    vmask = np.zeros(prob.shape, dtype=bool)
-    for v in base.vertices:
-        if v["rosette"]:
-            vmask[min(max(int(round(v["y"])), 0), prob.shape[0] - 1), min(max(int(round(v["x"])), 0),
-                                                                            prob.shape[1] - 1)] = True
-    vnear = ndi.maximum_filter(vmask, size=2 * CHECK_DISTANCE + 1)
-    keep = np.zeros(n + 1, dtype=bool)
-    if n:
-        keep[1:] = ndi.maximum(vnear, comp, ids).astype(bool) | (ndi.maximum(prob, comp, ids) > CHECK_SURE)
-    everything = np.ones(n + 1, dtype=bool)
-    everything[0] = False
+    every = np.arange(n + 1) > 0
+    k5 = every & (k >= MIN_MULTIPLICITY)
+    sure = k5 | (every & (peak > CHECK_SURE))
     b, nb = base.rosettes, int(base.rosettes.max())
     bids = np.arange(1, nb + 1)
     b_on = M.proposals_on_rosettes(b, nb, rosettes)
@@ -129,21 +129,16 @@ def vertex_check(prob: np.ndarray, rosettes: np.ndarray, base) -> dict[str, int]
     if nb:
         claimed = ndi.maximum(comp > 0, b, bids).astype(bool)
         add[1:] = ~claimed & (ndi.maximum(prob, b, bids) > CHECK_SUPPORT)
-    b_all = np.ones(nb + 1, dtype=bool)
-    b_all[0] = False
     out = {"rosettes": int(np.unique(rosettes[rosettes > 0]).size)}
-    for name, (k, ka) in {"model": (everything, None), "checked": (keep, None), "checked_plus": (keep, add),
-                          "baseline": (None, b_all)}.items():
-        found, props, hits = set(), 0, 0
-        if k is not None:
-            found |= _found(comp, k, rosettes)
-            props += int(k[1:].sum())
-            hits += int((k & on)[1:].sum())
-        if ka is not None:
-            found |= _found(b, ka, rosettes)
-            props += int(ka[1:].sum())
-            hits += int((ka & b_on)[1:].sum())
-        out[f"{name}_found"], out[f"{name}_proposals"], out[f"{name}_on"] = len(found), props, hits
+    for name, (keep, keep_b) in {"model": (every, None), "k5": (k5, None), "k5_sure": (sure, None),
+                                 "k5_sure_plus": (sure, add), "baseline": (None, np.arange(nb + 1) > 0)}.items():
+        found, kept, hits = set(), 0, 0
+        for labels, kp, hit in ((comp, keep, on), (b, keep_b, b_on)):
+            if kp is not None:
+                found |= _found(labels, kp, rosettes)
+                kept += int(kp[1:].sum())
+                hits += int((kp & hit)[1:].sum())
+        out[f"{name}_found"], out[f"{name}_proposals"], out[f"{name}_on"] = len(found), kept, hits
     return out
 
 
@@ -173,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                 img = generate_world(args.size, i, name)
                 prob = predict(from_outlines(img.outlines, f"{name} image {i}"), predictor, mode="published")
                 b = detect_rosettes(img.outlines, "outlines")
+                cells = cells_for(img.outlines, "outlines")
                 _add(model, classify(prob, img.rosettes, img.meta))
                 _add(base, classify((b.rosettes > 0).astype(np.float32), img.rosettes, img.meta))
-                _add(check, vertex_check(prob, img.rosettes, b))
+                _add(check, vertex_check(prob, img.rosettes, b, cells))
             rows.append({"set": name, "images": args.n, "model": model, "baseline": base, "vertex_check": check})
             print(f"{name:12s} model {model['false']:4d}/{model['proposals']:4d} false ("
                   + ", ".join(f"{k} {model[k]}" for k in KINDS) + f")  baseline {base['false']}/{base['proposals']}",
@@ -204,13 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         md.append(f"| `{r['set']}` | model | {cells(r['model'])} |")
         md.append(f"| | baseline | {cells(r['baseline'])} |")
-    md += ["\n## One lever tried: the proposals checked against the baseline's vertices (not in the package)\n",
-           f"The model's proposals kept when a baseline rosette vertex lies within {CHECK_DISTANCE} px or the "
-           f"model's peak is above {CHECK_SURE:g}; \"+ baseline\": also the baseline's rosettes no proposal overlaps "
-           f"where the model's peak is above {CHECK_SUPPORT:g}. Each cell: recall / precision / F1, recall = "
-           "rosettes a kept proposal overlaps.\n",
-           "| set | model | checked | checked + baseline | baseline |", "|---|---:|---:|---:|---:|"]
-    f1s: dict = {k: [] for k in ("model", "checked", "checked_plus", "baseline")}
+    md += ["\n## One lever tried: the proposals checked against the vertex graph\n",
+           "With the `k` that `rosette-bmz predict` writes for each proposal (`<name>_rosettes.csv`: the most cells "
+           "meeting at a baseline vertex in or within a quarter cell of it). *k >= 5*: the proposals the image "
+           f"summary counts as `n_rosettes_k5`; *or sure*: also those with a peak probability above {CHECK_SURE:g}; "
+           "*+ baseline*: the latter and the baseline's rosettes that no proposal overlaps where the model's peak "
+           f"is above {CHECK_SUPPORT:g}. Each cell: recall / precision / F1 %, recall = rosettes a kept proposal "
+           "overlaps (a little under the card's event recall).\n",
+           "| set | model | k >= 5 | k >= 5 or sure | + baseline | baseline |", "|---|---:|---:|---:|---:|---:|"]
+    f1s: dict = {k: [] for k in ("model", "k5", "k5_sure", "k5_sure_plus", "baseline")}
     for r in rows:
         c = r["vertex_check"]
         line = []
@@ -225,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"date": stamp, "size": args.size, "model": Path(args.model).name, "backend": args.backend,
-            "fragment_distance": FRAGMENT_DISTANCE, "check": {"distance": CHECK_DISTANCE, "sure": CHECK_SURE,
-                                                              "support": CHECK_SUPPORT}, "rows": rows}
+            "fragment_distance": FRAGMENT_DISTANCE, "check": {"sure": CHECK_SURE, "support": CHECK_SUPPORT}, "rows": rows}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(f"wrote {out}.json and .md")
