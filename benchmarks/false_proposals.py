@@ -37,26 +37,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from rosette_bmz import metrics as M
+from rosette_bmz.baseline import detect_rosettes
+from rosette_bmz.constants import MIN_MULTIPLICITY
+from rosette_bmz.inputs import from_outlines
+from rosette_bmz.proposals import find_proposals
+from rosette_bmz.quantities import cells_for, describe_proposals
+from rosette_bmz.runner import load_predictor, predict
+from rosette_bmz.synth import generate_world
+from rosette_bmz.worlds import OTHER_WORLDS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from rosette_bmz import metrics as M  # noqa: E402
-from rosette_bmz.baseline import detect_rosettes  # noqa: E402
-from rosette_bmz.constants import MIN_MULTIPLICITY  # noqa: E402
-from rosette_bmz.proposals import find_proposals  # noqa: E402
-from rosette_bmz.quantities import cells_for, describe_proposals  # noqa: E402
-from rosette_bmz.inputs import from_outlines  # noqa: E402
-from rosette_bmz.runner import load_predictor, predict  # noqa: E402
-from rosette_bmz.synth import generate_world  # noqa: E402
-from rosette_bmz.worlds import OTHER_WORLDS  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 SETS = ["default", "heldout", *OTHER_WORLDS]
 KINDS = ("fragment", "near_miss", "four_cell", "other")
