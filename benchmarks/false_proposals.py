@@ -6,14 +6,15 @@ the images of the generalisation sets (same worlds, seeds and size as
 ``benchmarks/generalisation.py``). A proposal (``p > 0.5``, >= 10 px, exactly as ``rosette-bmz
 predict`` writes them) that overlaps no ground-truth rosette is, by the first of these that holds:
 
-* ``fragment``: within 6 px of a rosette mask: a piece of a rosette's blob cut off at a line end
-  or a neighbouring edge, on the right place but not overlapping the mask;
+* ``fragment``: within 6 px of a rosette mask: a piece of a rosette's blob cut off by a line, or
+  a look-alike right next to a rosette;
 * ``near_miss``: within the decoy radius (a quarter cell diameter, at least 4 px) of a *near miss*
   of the definition (two vertices 3.5-7 px apart, not merged, whose cells number >= 5 together:
   ``meta["near_misses"]``): what the rule decides at the scale of a pixel
   (``benchmarks/rule_stability.py``);
 * ``four_cell``: within the decoy radius of a 4-cell junction (``meta["decoys"]``);
-* ``other``: none of these (3-cell junctions, line ends, noise).
+* ``other``: none of these (pieces of a false proposal split by the lines, doubled lines of split
+  cells, 3-cell junctions).
 
 The table gives each kind's share of the false proposals and the precision the proposals would
 have without it (the false ones of that kind removed, nothing else changed): where a detector's
@@ -30,7 +31,7 @@ is the share of rosettes a kept proposal overlaps (proposal recall: a little und
 event recall, which counts any pixel at ``p >= 0.5``).
 
     .venv/bin/python benchmarks/false_proposals.py [--n 8] [--size 1024] [--model rdf.yaml]
-    -> benchmarks/results/false_proposals.{json,md}
+    -> benchmarks/results/false_proposals.{json,md}, docs/false_proposals.png
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def _point_distance(shape: tuple[int, int], points) -> np.ndarray:
     return ndi.distance_transform_edt(mask)
 
 
-def classify(prob: np.ndarray, rosettes: np.ndarray, meta: dict) -> dict[str, int]:
-    """Proposals of ``prob`` and the false ones by kind (module doc) for one image."""
+def classify(prob: np.ndarray, rosettes: np.ndarray, meta: dict, examples: list | None = None) -> dict[str, int]:
+    """Proposals of ``prob`` and the false ones by kind (module doc) for one image; ``examples`` gets
+    ``(kind, y, x)`` (the centroid) of each false proposal."""
     comp, n = M.proposal_components(prob)
     hit = M.proposals_on_rosettes(comp, n, rosettes)
     counts = {"proposals": n, "false": int(n - hit[1:].sum()), **{k: 0 for k in KINDS}}
@@ -87,17 +89,74 @@ def classify(prob: np.ndarray, rosettes: np.ndarray, meta: dict) -> dict[str, in
     d_dec = _point_distance(prob.shape, meta.get("decoys", []))
     ids = np.arange(1, n + 1)
     near = {name: ndi.minimum(d, comp, ids) for name, d in (("ros", d_ros), ("nm", d_nm), ("dec", d_dec))}
+    centres = ndi.center_of_mass(np.ones_like(prob), comp, ids) if examples is not None else None
     for i in ids[~hit[1:]]:
         j = i - 1
         if near["ros"][j] <= FRAGMENT_DISTANCE:
-            counts["fragment"] += 1
+            kind = "fragment"
         elif near["nm"][j] <= radius:
-            counts["near_miss"] += 1
+            kind = "near_miss"
         elif near["dec"][j] <= radius:
-            counts["four_cell"] += 1
+            kind = "four_cell"
         else:
-            counts["other"] += 1
+            kind = "other"
+        counts[kind] += 1
+        if examples is not None:
+            examples.append((kind, *centres[j]))
     return counts
+
+
+def draw_examples(path: Path, predictor, world: str, size: int, per_kind: int = 3, half: int = 40,
+                  zoom: int = 3, n_images: int = 4) -> None:
+    """A figure of false proposals of each kind on the first images of ``world``: outlines (grey), the true
+    rosette masks (green), the model's proposals (red border), near misses (blue dot) and 4-cell
+    junctions (orange dot)."""
+    from PIL import Image, ImageDraw
+    from skimage.segmentation import find_boundaries
+
+    images, chosen = [], {k: [] for k in KINDS}
+    for i in range(n_images):   # examples from the first images, none within a crop of another
+        img = generate_world(size, i, world)
+        prob = predict(from_outlines(img.outlines, f"{world} image {i}"), predictor, mode="published")
+        examples: list = []
+        classify(prob, img.rosettes, img.meta, examples)
+        comp, _ = M.proposal_components(prob)
+        rgb = np.full(prob.shape + (3,), 255, dtype=np.uint8)
+        rgb[img.rosettes > 0] = (190, 235, 190)
+        rgb[img.outlines > 0] = (120, 120, 120)
+        rgb[find_boundaries(comp, mode="inner")] = (220, 20, 20)
+        images.append((rgb, img.meta))
+        for kind, y, x in examples:
+            taken = [e for v in chosen.values() for e in v if e[0] == i]
+            if len(chosen[kind]) < per_kind and all(max(abs(y - ty), abs(x - tx)) > half for _, ty, tx in taken):
+                chosen[kind].append((i, y, x))
+        if all(len(v) == per_kind for v in chosen.values()):
+            break
+    side, pad, left, top = 2 * half * zoom, 8, 90, 40
+    fig = Image.new("RGB", (left + per_kind * (side + pad), top + len(KINDS) * (side + pad)), "white")
+    d = ImageDraw.Draw(fig)
+    d.text((pad, 8), f"False proposals by kind ({world}): red border = proposal, green = true rosette, "
+                     "blue dot = near miss, orange dot = 4-cell junction", fill="black")
+    for r, kind in enumerate(KINDS):
+        y_top = top + r * (side + pad)
+        d.text((pad, y_top + side // 2), kind.replace("_", " "), fill="black")
+        for c, (i, y, x) in enumerate(chosen[kind]):
+            rgb, meta = images[i]
+            y0 = min(max(int(round(y)) - half, 0), rgb.shape[0] - 2 * half)
+            x0 = min(max(int(round(x)) - half, 0), rgb.shape[1] - 2 * half)
+            crop = Image.fromarray(rgb[y0:y0 + 2 * half, x0:x0 + 2 * half]).resize((side, side), Image.NEAREST)
+            cd = ImageDraw.Draw(crop)
+            for pts, colour in ((meta.get("near_misses", []), (30, 90, 230)),
+                                (meta.get("decoys", []), (250, 150, 0))):
+                for q in pts:
+                    qy, qx = (float(q["y"]) - y0 + 0.5) * zoom, (float(q["x"]) - x0 + 0.5) * zoom
+                    if 0 <= qy < side and 0 <= qx < side:
+                        cd.ellipse((qx - 5, qy - 5, qx + 5, qy + 5), fill=colour)
+            fig.paste(crop, (left + c * (side + pad), y_top))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.save(tmp)
+    tmp.replace(path)
 
 
 def _found(comp: np.ndarray, keep: np.ndarray, rosettes: np.ndarray) -> set:
@@ -152,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="onnx")
     ap.add_argument("--sets", nargs="+", default=SETS)
     ap.add_argument("--out", default=str(RESULTS / "false_proposals"))
+    ap.add_argument("--figure", default=str(ROOT / "docs" / "false_proposals.png"),
+                    help="examples of each kind on the first images of the first set ('' = none)")
     args = ap.parse_args(argv)
 
     predictor = load_predictor(args.model, args.backend)
@@ -173,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:12s} model {model['false']:4d}/{model['proposals']:4d} false ("
                   + ", ".join(f"{k} {model[k]}" for k in KINDS) + f")  baseline {base['false']}/{base['proposals']}",
                   flush=True)
+        if args.figure:
+            draw_examples(Path(args.figure), predictor, args.sets[0], args.size)
+            print(f"wrote {args.figure}")
     finally:
         predictor.close()
 
