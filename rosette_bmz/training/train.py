@@ -362,6 +362,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if resume and not (last_path.is_file() and state_path.is_file()):
         raise CheckpointError(f"--resume: {out} has no last.pt + last_state.pt to continue from")
 
+    if cfg.optim.l2sp > 0:   # before the data are loaded or generated (minutes for synthetic data)
+        if not cfg.model.init:
+            raise ConfigError("optim.l2sp needs model.init (the weights to hold the model near)")
+        if cfg.model.widen:
+            raise ConfigError("optim.l2sp holds the weights near model.init's, which model.widen changes the "
+                              "shape of: use one or the other")
+
     samples = load_samples(cfg.data)
     train_s, val_s = split_samples(samples, cfg.data.val_fraction, cfg.data.split_seed)
     data_desc = _describe(train_s, val_s, cfg)
@@ -431,12 +438,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         _fp32_logits(model)
     log.info("training precision %s%s", precision, ", channels-last" if cpu else "")
     anchor = None
-    if cfg.optim.l2sp > 0:   # L2-SP: hold the weights near the --init weights
-        if not cfg.model.init:
-            raise ConfigError("optim.l2sp needs model.init (the weights to hold the model near)")
-        if cfg.model.widen:
-            raise ConfigError("optim.l2sp holds the weights near model.init's, which model.widen changes the "
-                              "shape of: use one or the other")
+    if cfg.optim.l2sp > 0:   # L2-SP: hold the weights near the --init weights (checked above)
         start = build_model(load_init_state(cfg.model.init), f"--init {cfg.model.init}") if resume else model
         anchor = [p.detach().clone().to(device) for p in start.parameters()]
         if resume and offset:   # the init file carries its calibration; the model trains without it
