@@ -75,21 +75,22 @@ def _point_distance(shape: tuple[int, int], points) -> np.ndarray:
     return ndi.distance_transform_edt(mask)
 
 
-def classify(prob: np.ndarray, rosettes: np.ndarray, meta: dict, examples: list | None = None) -> dict[str, int]:
-    """Proposals of ``prob`` and the false ones by kind (module doc) for one image; ``examples`` gets
-    ``(kind, y, x)`` (the centroid) of each false proposal."""
-    comp, n = M.proposal_components(prob)
+def classify(comp: np.ndarray, props: list[dict], rosettes: np.ndarray, meta: dict, examples: list | None = None
+             ) -> dict[str, int]:
+    """The proposals ``comp``, ``props`` (:func:`~rosette_bmz.proposals.find_proposals`) and the false ones
+    by kind (module doc) for one image; ``examples`` gets ``(kind, y, x)`` (the centroid) of each false
+    proposal."""
+    n = len(props)
     hit = M.proposals_on_rosettes(comp, n, rosettes)
     counts = {"proposals": n, "false": int(n - hit[1:].sum()), **{k: 0 for k in KINDS}}
     if counts["false"] == 0:
         return counts
     radius = max(M.decoy_radius(meta), 4.0)
-    d_ros = ndi.distance_transform_edt(rosettes == 0) if (rosettes > 0).any() else np.full(prob.shape, np.inf)
-    d_nm = _point_distance(prob.shape, meta.get("near_misses", []))
-    d_dec = _point_distance(prob.shape, meta.get("decoys", []))
+    d_ros = ndi.distance_transform_edt(rosettes == 0) if (rosettes > 0).any() else np.full(comp.shape, np.inf)
+    d_nm = _point_distance(comp.shape, meta.get("near_misses", []))
+    d_dec = _point_distance(comp.shape, meta.get("decoys", []))
     ids = np.arange(1, n + 1)
     near = {name: ndi.minimum(d, comp, ids) for name, d in (("ros", d_ros), ("nm", d_nm), ("dec", d_dec))}
-    centres = ndi.center_of_mass(np.ones_like(prob), comp, ids) if examples is not None else None
     for i in ids[~hit[1:]]:
         j = i - 1
         if near["ros"][j] <= FRAGMENT_DISTANCE:
@@ -102,7 +103,7 @@ def classify(prob: np.ndarray, rosettes: np.ndarray, meta: dict, examples: list 
             kind = "other"
         counts[kind] += 1
         if examples is not None:
-            examples.append((kind, *centres[j]))
+            examples.append((kind, props[j]["centroid_y"], props[j]["centroid_x"]))
     return counts
 
 
@@ -119,8 +120,8 @@ def draw_examples(path: Path, predictor, world: str, size: int, per_kind: int = 
         img = generate_world(size, i, world)
         prob = predict(from_outlines(img.outlines, f"{world} image {i}"), predictor, mode="published")
         examples: list = []
-        classify(prob, img.rosettes, img.meta, examples)
-        comp, _ = M.proposal_components(prob)
+        comp, props = find_proposals(prob)
+        classify(comp, props, img.rosettes, img.meta, examples)
         rgb = np.full(prob.shape + (3,), 255, dtype=np.uint8)
         rgb[img.rosettes > 0] = (190, 235, 190)
         rgb[img.outlines > 0] = (120, 120, 120)
@@ -165,10 +166,11 @@ def _found(comp: np.ndarray, keep: np.ndarray, rosettes: np.ndarray) -> set:
     return set(np.unique(rosettes[rosettes > 0][keep[under] & (under > 0)]).tolist())
 
 
-def vertex_check(prob: np.ndarray, rosettes: np.ndarray, base, cells) -> dict[str, int]:
-    """Counts for the model's proposals as they are, kept by their ``k`` (with or without the sure
-    ones), the latter + the baseline's unclaimed rosettes (module doc), and the baseline alone."""
-    comp, props = find_proposals(prob)
+def vertex_check(prob: np.ndarray, comp: np.ndarray, props: list[dict], rosettes: np.ndarray, base, cells
+                 ) -> dict[str, int]:
+    """Counts for the model's proposals (``comp``, ``props`` from ``find_proposals(prob)``) as they are,
+    kept by their ``k`` (with or without the sure ones), the latter + the baseline's unclaimed rosettes
+    (module doc), and the baseline alone."""
     n = len(props)
     k = np.zeros(n + 1, dtype=int)
     peak = np.zeros(n + 1)
@@ -227,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                 prob = predict(from_outlines(img.outlines, f"{name} image {i}"), predictor, mode="published")
                 b = detect_rosettes(img.outlines, "outlines")
                 cells = cells_for(img.outlines, "outlines")
-                _add(model, classify(prob, img.rosettes, img.meta))
-                _add(base, classify((b.rosettes > 0).astype(np.float32), img.rosettes, img.meta))
-                _add(check, vertex_check(prob, img.rosettes, b, cells))
+                comp, props = find_proposals(prob)
+                _add(model, classify(comp, props, img.rosettes, img.meta))
+                _add(base, classify(*find_proposals((b.rosettes > 0).astype(np.float32)), img.rosettes, img.meta))
+                _add(check, vertex_check(prob, comp, props, img.rosettes, b, cells))
             rows.append({"set": name, "images": args.n, "model": model, "baseline": base, "vertex_check": check})
             print(f"{name:12s} model {model['false']:4d}/{model['proposals']:4d} false ("
                   + ", ".join(f"{k} {model[k]}" for k in KINDS) + f")  baseline {base['false']}/{base['proposals']}",
