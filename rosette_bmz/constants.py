@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
-           "NEAR_MISS_DISTANCE",
+           "NEAR_MISS_DISTANCE", "CHECK_SURE", "CHECK_SUPPORT",
            "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "SYNTH_TRUTHS",
            "RDF_CONFIG_KEY",
            "PRECISIONS",
@@ -81,6 +81,15 @@ MERGE_DISTANCE = 3.5
 #: vertices that are no rosette, closer than this (px) but not merged, whose cells number >= 5
 #: together: it looks like a rosette at a glance and is none by the rule. Twice MERGE_DISTANCE.
 NEAR_MISS_DISTANCE = 2 * MERGE_DISTANCE
+
+#: Proposals checked against the vertex graph (``rosette-bmz predict --check``,
+#: :func:`rosette_bmz.quantities.check_proposals`): a proposal without a junction of >= 5 cells
+#: (``k`` < 5) is kept only when the network is surer than this of it ...
+CHECK_SURE = 0.9
+#: ... and a junction of >= 5 cells that no proposal touches is added when the network's peak
+#: probability on its rosette mask is above this. Both measured on the nine generalisation sets
+#: (benchmarks/false_proposals.py, docs/metrics.md "Checked proposals").
+CHECK_SUPPORT = 0.2
 
 #: An extruding cell is smaller than this fraction of the median area of its own neighbours
 #: (extruding cells measured 0.15-0.41, ordinary cells with >= 5 neighbours >= 0.56).

@@ -69,8 +69,8 @@ from .files import atomic_paths, temp_name
 from .inputs import check_size, check_values, is_zarr, open_zarr, squeeze
 from .proposals import component_sums, label_components, write_csv
 from .runner.engine import Predictor, load_predictor, predict_source
-from .runner.images import (STREAM_PIXELS, FileResult, FolderRun, failed_result, image_stem, map_lazily, open_lazy,
-                            predict_file_safely)
+from .runner.images import (STREAM_PIXELS, FileResult, FolderRun, check_options, failed_result, image_stem,
+                            map_lazily, open_lazy, predict_file_safely)
 from .runner.models import default_threads
 from .runner.sources import ArraySource, RawSource
 from .runner.tiling import ACTIVATION_BUDGET
@@ -645,7 +645,7 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                        min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, stream_pixels: int = STREAM_PIXELS,
                        quantities: bool = True, pixel_size: float | None = None, pad: str | None = None,
                        context: int | None = None, border: int | None = None, chunk: int = DEFAULT_CHUNK,
-                       progress: bool = False, tta: bool = False,
+                       progress: bool = False, tta: bool = False, check: bool = False,
                        on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """:func:`rosette_bmz.runner.predict_files` on a dask cluster: same arguments, same outputs.
 
@@ -655,10 +655,11 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
     cluster into ``<stem>_prob.ome.zarr`` + ``<stem>_rosettes.csv`` (halo mode only). A bad
     file is a failed :class:`FileResult` (one error line) and the others complete; a broken
     model (:class:`~rosette_bmz.errors.ModelError`) stops the run. Returns one result per
-    input, in order. ``tta`` (8 rotations / flips averaged) applies to the one-task images; chunked
-    ones are predicted once (logged).
+    input, in order. ``tta`` (8 rotations / flips averaged) and ``check`` (the vertex check of the
+    proposals) apply to the one-task images; chunked ones are predicted once, unchecked (logged).
     """
     _check_args(input_kind, chunk)
+    check_options(quantities, check)
     run = FolderRun(inputs, out_dir, on_result)
     files, failed, out, report = run.files, run.failed, run.out, run.report
     done: dict[Path, FileResult] = {}
@@ -670,7 +671,8 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
         raise InputError(f"{large[0]}: images over {stream_pixels} px are chunked on dask in halo mode only "
                          f"(got mode {mode!r})")
     kwargs = dict(mode=mode, tile=tile, batch=batch, threshold=threshold, min_size=min_size, overlay=overlay,
-                  progress=False, stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size, tta=tta)
+                  progress=False, stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size, tta=tta,
+                  check=check)
     if not files:
         return list(failed)
     _model_path(model, threads)
@@ -684,9 +686,9 @@ def predict_files_dask(inputs: Iterable[str | os.PathLike] | str | os.PathLike, 
                        for f in small}
             geometry = client.submit(_geometry_task, spec, pure=False).result() if large else None
             for f in large:
-                if overlay or quantities or tta:
-                    log.info("%s: chunked on dask; overlay, rosette quantities and test-time augmentation need "
-                             "the whole image and are skipped", f)
+                if overlay or quantities or tta or check:
+                    log.info("%s: chunked on dask; overlay, rosette quantities, test-time augmentation and the "
+                             "vertex check need the whole image and are skipped", f)
                 try:
                     r = _predict_large(client, spec, f, input_kind, out, chunk=chunk, threshold=threshold,
                                        min_size=min_size, batch=batch, progress=progress, geometry=geometry)

@@ -223,18 +223,37 @@ def _fmt_cell(s: dict[str, Any] | None, key: str, count: str | None, what: str) 
 
 
 def format_table(model: dict[str, Any] | None, baseline: dict[str, Any] | None,
-                 card: dict[str, Any] | None = MODEL_CARD, model_name: str = "Model") -> str:
-    """The model-card markdown table: one row per metric, columns model / baseline / published card."""
-    cols = [model_name] + (["Baseline"] if baseline is not None else []) + (["Model card"] if card else [])
+                 card: dict[str, Any] | None = MODEL_CARD, model_name: str = "Model",
+                 checked: dict[str, Any] | None = None) -> str:
+    """The model-card markdown table: one row per metric, columns model / checked (when given) /
+    baseline / published card."""
+    cols = ([model_name] + (["Checked"] if checked is not None else []) + (["Baseline"] if baseline is not None else [])
+            + (["Model card"] if card else []))
     lines = ["| Metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for label, key, count, what in ROWS:
         cells = [_fmt_cell(model, key, count, what)]
+        if checked is not None:
+            cells.append(_fmt_cell(checked, key, count, what))
         if baseline is not None:
             cells.append(_fmt_cell(baseline, key, count, what))
         if card:
             cells.append(_fmt_cell(card, key, count, what))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _checked_prob(item: EvalImage, prob: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
+    """The model's proposals checked against the vertex graph of the outlines (``rosette-bmz predict
+    --check``), as a 0/1 map."""
+    from .proposals import find_proposals
+    from .quantities import cell_vertices, cells_for, check_proposals, describe_proposals
+
+    labels, rows = find_proposals(prob, threshold, min_size)
+    cells = cells_for(item.outlines, "outlines", name=item.source or item.name)
+    vertices = cell_vertices(cells)
+    rows = describe_proposals(labels, rows, cells, vertices=vertices)
+    checked, _ = check_proposals(labels, rows, cells, prob, vertices=vertices)
+    return (checked > 0).astype(np.float32)
 
 
 def _baseline_prob(item: EvalImage, input_kind: str, params: dict[str, Any]) -> np.ndarray:
@@ -249,7 +268,7 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
                      threads: int | None = None, baseline: bool = True, baseline_input: str = "outlines",
                      baseline_params: dict[str, Any] | None = None, threshold: float = M.THRESHOLD,
                      min_size: int = M.MIN_PROPOSAL_SIZE, progress: bool = False,
-                     truth: str = "files", tta: bool = False) -> dict[str, Any]:
+                     truth: str = "files", tta: bool = False, check: bool = False) -> dict[str, Any]:
     """Score ``model`` and the classical baseline on the ground truth in ``data_dir``.
 
     ``model``: rdf.yaml / package folder / checkpoint / torch module (None with ``predict_fn``), run through
@@ -261,7 +280,9 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
     ``outlines`` (the model's input, default) or ``labels`` (needs ``<stem>_labels.tif``).
     ``truth``: ``files`` (the ``_rosettes.tif`` annotations) or ``labels`` (the definition applied
     to each ``_labels.tif``, module doc). ``tta``: the model's probability is the mean over the
-    8 rotations / flips (:func:`rosette_bmz.runner.predict_tta`).
+    8 rotations / flips (:func:`rosette_bmz.runner.predict_tta`). ``check``: also score the model's
+    proposals checked against the vertex graph of the outlines (``rosette-bmz predict --check``,
+    :func:`rosette_bmz.quantities.check_proposals`; metrics ``checked``).
 
     Returns the report: ``metrics`` (``model`` / ``baseline`` summaries, see
     :func:`rosette_bmz.metrics.summarize`), ``model_card``, ``per_image`` and
@@ -297,8 +318,9 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
 
     acc_model = M.MetricsAccumulator(threshold, min_size)
     acc_base = M.MetricsAccumulator(threshold, min_size)
+    acc_check = M.MetricsAccumulator(threshold, min_size)
     per_image = []
-    t_model = t_base = 0.0
+    t_model = t_base = t_check = 0.0
     bar = None
     if progress and len(items) > 1:
         import sys
@@ -317,6 +339,12 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
                                       f"{it.rosettes.shape}")
             acc_model.add(prob, it.rosettes, it.decoys, radius=radius, name=it.name)
             row = {"name": it.name, "model": acc_model.per_image[-1]}
+            if check:
+                t0 = time.perf_counter()
+                cprob = _checked_prob(it, prob, threshold, min_size)
+                t_check += time.perf_counter() - t0
+                acc_check.add(cprob, it.rosettes, it.decoys, radius=radius, name=it.name)
+                row["checked"] = acc_check.per_image[-1]
             if baseline:
                 t0 = time.perf_counter()
                 bprob = _baseline_prob(it, baseline_input, params)
@@ -334,11 +362,13 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
 
     m = acc_model.summary()
     b = acc_base.summary() if baseline else None
-    table = format_table(m, b, MODEL_CARD, model_name="Model")
+    c = acc_check.summary() if check else None
+    table = format_table(m, b, MODEL_CARD, model_name="Model", checked=c)
     n_dec = m["n_decoys"]
     note = (f"{m['n_images']} image(s), {m['n_rosettes']} rosette(s), {n_dec} decoy(s) from `{_data_name(data_dir)}`; "
             f"model: `{Path(model_name).name if predictor is not None else model_name}`"
             + (f" ({backend} backend, {mode} tiling)" if predictor is not None else "")
+            + ("; checked: the model's proposals checked against the vertex graph of the outlines" if check else "")
             + (f"; baseline: vertex multiplicity ≥ 5 on the {baseline_input}" if baseline else "")
             + ". Model card: the published values on 54 held-out real images (269 rosettes); "
               "definitions in docs/metrics.md.")
@@ -351,10 +381,11 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
                      "decoy_radius": "cell_diameter / 4 from the JSON, else "
                                      f"{M.DEFAULT_DECOY_RADIUS:g} px",
                      "baseline_input": baseline_input if baseline else None, "baseline_params": params},
-        "metrics": {"model": m, "baseline": b},
+        "metrics": {"model": m, "baseline": b, **({"checked": c} if check else {})},
         "model_card": MODEL_CARD,
         "per_image": per_image,
-        "seconds": {"model": round(t_model, 3), "baseline": round(t_base, 3)},
+        "seconds": {"model": round(t_model, 3), "baseline": round(t_base, 3),
+                    **({"checked": round(t_check, 3)} if check else {})},
         "table_markdown": table + "\n\n" + note,
     }
 

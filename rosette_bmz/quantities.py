@@ -108,15 +108,16 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .baseline import LABEL_GAP_FILL, cells_from_outlines, find_vertices, grow_cells
-from .constants import MERGE_DISTANCE, MIN_MULTIPLICITY, SMALL_CELL_FRACTION
+from .baseline import LABEL_GAP_FILL, cells_from_outlines, find_vertices, grow_cells, rosette_masks
+from .constants import CHECK_SUPPORT, CHECK_SURE, MERGE_DISTANCE, MIN_MULTIPLICITY, SMALL_CELL_FRACTION
 from .errors import QuantityError
 from .files import atomic_path
 from .inputs import build_input
 from .proposals import write_csv
 
 __all__ = ["QuantityError", "Cells", "TOPOLOGY_COLUMNS", "SMALL_CELL_FRACTION", "MERGE_DISTANCE",
-           "OUTLINE_MERGE_DISTANCE", "cells_for", "typical_cell_diameter", "describe_proposals", "image_summary",
+           "OUTLINE_MERGE_DISTANCE", "cells_for", "typical_cell_diameter", "cell_vertices", "describe_proposals",
+           "check_proposals", "image_summary",
            "topology_values", "write_rosette_csv"]
 
 #: Columns :func:`describe_proposals` adds to a proposal row (and :func:`write_rosette_csv` to the CSV).
@@ -203,6 +204,19 @@ def typical_cell_diameter(cells: Cells | np.ndarray) -> float | None:
     return math.sqrt(float(np.median(area)) / _HEX_AREA)
 
 
+def cell_vertices(cells: Cells | np.ndarray, *, merge_distance: float | None = None,
+                  small_cell_fraction: float = SMALL_CELL_FRACTION) -> list[dict]:
+    """The merged vertices (multiplicity >= 3) of ``cells``: :func:`~rosette_bmz.baseline.find_vertices`
+    with ``merge_distance`` :data:`MERGE_DISTANCE` for label images and :data:`OUTLINE_MERGE_DISTANCE`
+    for cells recovered from outlines (the vertex graph :func:`describe_proposals` and
+    :func:`check_proposals` read; compute it once and pass it to both)."""
+    c = _as_cells(cells)
+    if merge_distance is None:
+        merge_distance = MERGE_DISTANCE if c.input_kind == "labels" else OUTLINE_MERGE_DISTANCE
+    return find_vertices(c.labels, merge_distance=merge_distance, small_cell_fraction=small_cell_fraction,
+                         blur=c.blur)
+
+
 def describe_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], cells: Cells | np.ndarray, *,
                        max_distance: float | None = None, small_cell_fraction: float = SMALL_CELL_FRACTION,
                        merge_distance: float | None = None, vertices: list[dict] | None = None
@@ -225,7 +239,7 @@ def describe_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], cells:
         :data:`MERGE_DISTANCE` for label images and :data:`OUTLINE_MERGE_DISTANCE` for cells
         recovered from outlines.
     vertices : list of dict, optional
-        Precomputed ``find_vertices`` output for ``cells`` (skips recomputing it).
+        Precomputed :func:`cell_vertices` of ``cells`` (skips recomputing it).
 
     Returns
     -------
@@ -256,11 +270,8 @@ def describe_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], cells:
         max_distance = 0.25 * d if d is not None else 0.0
     if not (math.isfinite(max_distance) and max_distance >= 0):
         raise QuantityError(f"max_distance must be a finite number >= 0, got {max_distance!r}")
-    if merge_distance is None:
-        merge_distance = MERGE_DISTANCE if c.input_kind == "labels" else OUTLINE_MERGE_DISTANCE
     if vertices is None:
-        vertices = find_vertices(c.labels, merge_distance=merge_distance, small_cell_fraction=small_cell_fraction,
-                                 blur=c.blur)
+        vertices = cell_vertices(c, merge_distance=merge_distance, small_cell_fraction=small_cell_fraction)
     vyx = np.array([[v["y"], v["x"]] for v in vertices], dtype=np.float64).reshape(-1, 2)
     vk = np.array([v["k"] for v in vertices], dtype=np.int64)
     tree = cKDTree(vyx) if len(vertices) else None
@@ -312,6 +323,99 @@ def describe_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], cells:
                        vertex_x=float(v["x"]), note=note)
         out.append(row)
     return out
+
+
+def check_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], cells: Cells | np.ndarray,
+                    prob: np.ndarray, *, sure: float = CHECK_SURE, support: float = CHECK_SUPPORT,
+                    vertices: list[dict] | None = None) -> tuple[np.ndarray, list[dict]]:
+    """The network's proposals checked against the vertex graph of the same cells (module doc,
+    "Checked proposals").
+
+    Kept: every described proposal (``rows`` from :func:`describe_proposals`) with ``k`` >= 5, or
+    whose peak probability is above ``sure``. Added: every junction of >= 5 cells that no
+    proposal (kept or not) touches, where the network's peak probability on its rosette mask (the
+    mask rule of :func:`~rosette_bmz.baseline.rosette_masks`) is above ``support``; its pixels
+    next to a proposal are left out, so every rosette stays its own 8-connected region.
+
+    Parameters
+    ----------
+    proposal_labels : ndarray
+        (H, W) proposal labels of ``rows`` (:func:`~rosette_bmz.proposals.find_proposals`).
+    rows : sequence of dict
+        The proposals, described (:data:`TOPOLOGY_COLUMNS` present).
+    cells : Cells or ndarray
+        The cells the rows were described with.
+    prob : ndarray
+        (H, W) probability map the proposals came from.
+    sure, support : float
+        In [0, 1]; defaults :data:`~rosette_bmz.constants.CHECK_SURE`,
+        :data:`~rosette_bmz.constants.CHECK_SUPPORT`.
+    vertices : list of dict, optional
+        Precomputed :func:`cell_vertices` of ``cells``.
+
+    Returns
+    -------
+    labels : ndarray
+        uint32 (H, W): the kept proposals (ids 1.. in their order), then the added rosettes.
+    rows : list of dict
+        One per rosette, ids renumbered, with a ``source`` column: ``"network"`` (a kept
+        proposal, its row otherwise unchanged) or ``"vertex"`` (an added junction: area and
+        probabilities over its mask, the vertex's topology).
+
+    Raises
+    ------
+    QuantityError
+        Shapes differ, a row is not described, or ``sure`` / ``support`` is not in [0, 1].
+    """
+    from scipy import ndimage
+
+    rows = _topology_rows(rows, "check_proposals")
+    c = _as_cells(cells)
+    plab = np.asarray(proposal_labels)
+    p = np.asarray(prob)
+    if plab.shape != c.labels.shape or p.shape != c.labels.shape:
+        raise QuantityError(f"check_proposals: proposal labels {plab.shape}, probability {p.shape} and cell labels "
+                            f"{c.labels.shape} must have one shape")
+    for what, v in (("sure", sure), ("support", support)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise QuantityError(f"check_proposals: {what} must be a number in [0, 1], got {v!r}")
+    if vertices is None:
+        vertices = cell_vertices(c)
+    kept = [r for r in rows if int(r["k"]) >= MIN_MULTIPLICITY or float(r["max_prob"]) > sure]
+    lut = np.zeros(int(plab.max(initial=0)) + 1, dtype=np.uint32)
+    out_rows = []
+    for new_id, r in enumerate(kept, start=1):
+        lut[int(r["id"])] = new_id
+        out_rows.append({**r, "id": new_id, "source": "network"})
+    out = lut[plab]
+    junctions = [v for v in vertices if v["k"] >= MIN_MULTIPLICITY]
+    masks, _ = rosette_masks(c.labels, junctions)
+    near_proposal = ndimage.binary_dilation(plab > 0, np.ones((3, 3), bool)) if junctions else None
+    for i, sl in enumerate(ndimage.find_objects(masks), start=1):
+        if sl is None:
+            continue
+        region = masks[sl] == i
+        if (plab[sl][region] > 0).any():
+            continue
+        peak = float(p[sl][region].max())
+        if not peak > support:
+            continue
+        region &= ~near_proposal[sl]
+        if not region.any():
+            continue
+        v = junctions[i - 1]
+        new_id = len(out_rows) + 1
+        out[sl][region] = new_id
+        yy, xx = np.nonzero(region)
+        central = sorted(int(j) for j in v["central"])
+        out_rows.append({"id": new_id, "centroid_y": float(yy.mean() + sl[0].start),
+                         "centroid_x": float(xx.mean() + sl[1].start), "area": int(region.sum()),
+                         "max_prob": float(p[sl][region].max()), "mean_prob": float(p[sl][region].mean()),
+                         "k": int(v["k"]), "kind": v["kind"], "cells": sorted(int(j) for j in v["cells"]
+                                                                              if int(j) not in central),
+                         "central": central, "vertex_y": float(v["y"]), "vertex_x": float(v["x"]),
+                         "note": "", "source": "vertex"})
+    return out, out_rows
 
 
 def _topology_rows(rows: Iterable[dict], what: str) -> list[dict]:
@@ -421,10 +525,17 @@ def topology_values(row: dict) -> list[str]:
 
 def write_rosette_csv(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     """``<name>_rosettes.csv``: the proposal table of :func:`rosette_bmz.proposals.write_csv`
-    with the :data:`TOPOLOGY_COLUMNS` appended (napari still opens it as points), written atomically.
+    with the :data:`TOPOLOGY_COLUMNS` appended (napari still opens it as points), written atomically;
+    rows of :func:`check_proposals` add their ``source`` column last.
     """
     rows = _topology_rows(rows, str(path))
+    checked = any("source" in r for r in rows)
+    columns = TOPOLOGY_COLUMNS + (("source",) if checked else ())
+
+    def values(row: dict) -> list[str]:
+        return topology_values(row) + ([str(row.get("source", ""))] if checked else [])
+
     path = Path(path)
     with atomic_path(path) as tmp:
-        write_csv(tmp, rows, TOPOLOGY_COLUMNS, topology_values)  # the proposal columns, formatted in one place
+        write_csv(tmp, rows, columns, values)  # the proposal columns, formatted in one place
     return path

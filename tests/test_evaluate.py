@@ -74,6 +74,29 @@ def test_table_has_model_baseline_and_card_columns(synth_dir):
     assert len(rep["per_image"]) == 2 and set(rep["per_image"][0]) == {"name", "model", "baseline"}
 
 
+def test_check_scores_the_proposals_kept_by_the_vertex_graph(synth_dir):
+    """A detector that proposes every rosette and every decoy (4-cell junction) at p = 0.6: the checked
+    column drops the decoys and keeps the rosettes."""
+    items = E.load_eval_dataset(synth_dir)
+    table = {}
+    for it in items:
+        yy, xx = np.mgrid[:it.rosettes.shape[0], :it.rosettes.shape[1]]
+        p = 0.6 * (it.rosettes > 0)
+        for d in it.decoys:
+            p[(yy - d["y"]) ** 2 + (xx - d["x"]) ** 2 <= 9] = 0.6
+        table[it.outlines.tobytes()] = p.astype(np.float32)
+    rep = E.evaluate_dataset(None, items, predict_fn=lambda x: table[x[1].astype(np.uint8).tobytes()],
+                             check=True)
+    m, c = rep["metrics"]["model"], rep["metrics"]["checked"]
+    assert rep["table_markdown"].splitlines()[0] == "| Metric | Model | Checked | Baseline | Model card |"
+    assert set(rep["per_image"][0]) == {"name", "model", "checked", "baseline"} and "checked" in rep["seconds"]
+    assert m["n_decoys"] > 0 and m["n_decoys_hit"] >= 0.9 * m["n_decoys"]
+    assert c["n_decoys_hit"] <= 0.1 * c["n_decoys"]
+    assert c["event_precision"] >= 0.8 > 0.5 > m["event_precision"]
+    assert c["event_recall"] >= m["event_recall"] - 0.1
+    assert "checked" not in E.evaluate_dataset(None, items, predict_fn=_oracle(items), baseline=False)["metrics"]
+
+
 def test_napari_layout_labels_only_without_json(tmp_path, synth_dir):
     """<name>_labels.tif + <name>_rosettes.tif, no outlines, no JSON: outlines drawn from the labels."""
     items = E.load_eval_dataset(synth_dir)

@@ -243,6 +243,24 @@ def test_widget_detects_reviews_with_keys_and_saves(widget, qtbot):
     np.testing.assert_array_equal(tifffile.imread(corr / "tissue_outlines.tif"), outlines)
 
 
+def test_widget_check_box_reviews_the_checked_proposals(widget, qtbot):
+    from rosette_bmz.runner import load_predictor
+
+    viewer, w = widget
+    outlines, _ = _crop(320)
+    viewer.add_image(outlines, name="tissue_outlines")
+    w.check_box.setChecked(True)
+    w.detect_layer()
+    _wait(qtbot, w)
+    assert w.review is not None, w.status_label.text()
+    with load_predictor(DEMO, "torch") as pred:
+        _, labels, rows = rv.detect(outlines, "outlines", pred, check=True)
+        _, _, plain = rv.detect(outlines, "outlines", pred)
+    assert rows and {r["source"] for r in rows} <= {"network", "vertex"} and len(rows) != len(plain)
+    assert [(p.id, round(p.y, 2)) for p in w.review.proposals] == [(r["id"], round(r["centroid_y"], 2)) for r in rows]
+    np.testing.assert_array_equal(viewer.layers["tissue rosettes"].data, labels)
+
+
 def test_widget_folder_mode_skips_reviewed_autosaves_and_finetunes(widget, qtbot, tmp_path):
     viewer, w = widget
     folder = tmp_path / "images"

@@ -553,3 +553,45 @@ def test_predict_cli_tta_writes_the_averaged_map(tiny_ckpt, synth_images, tmp_pa
     got = tifffile.imread(tmp_path / "tta" / "img_prob.tif")
     assert np.abs(got - want).max() < 1e-6
     assert np.abs(got - tifffile.imread(tmp_path / "plain" / "img_prob.tif")).max() > 1e-4
+
+
+def test_predict_cli_check_writes_checked_rosettes(tmp_path, capsys):
+    """``predict --check`` with the shipped package: the same probability map, the proposals kept by
+    the vertex graph (k >= 5 or sure) plus the junctions it adds, one table and label image."""
+    import csv
+
+    import tifffile
+
+    from rosette_bmz.cli import main
+    from rosette_bmz.constants import CHECK_SURE, MIN_MULTIPLICITY
+    from rosette_bmz.synth import generate_world
+
+    g = generate_world(384, 5, "default")
+    tifffile.imwrite(tmp_path / "img.tif", g.outlines.astype(np.uint8))
+    tables = {}
+    for flag, out in (([], "plain"), (["--check"], "checked")):
+        assert main(["predict", str(tmp_path / "img.tif"), "--model", str(ROOT / "rdf.yaml"), "--out",
+                     str(tmp_path / out)] + flag) == 0
+        with open(tmp_path / out / "img_rosettes.csv", newline="") as f:
+            tables[out] = list(csv.DictReader(f))
+    plain, checked = tables["plain"], tables["checked"]
+    assert "source" not in plain[0] and {r["source"] for r in checked} <= {"network", "vertex"}
+    assert np.array_equal(tifffile.imread(tmp_path / "plain" / "img_prob.tif"),
+                          tifffile.imread(tmp_path / "checked" / "img_prob.tif"))
+    labels = tifffile.imread(tmp_path / "checked" / "img_rosettes.tif")
+    assert sorted(np.unique(labels[labels > 0]).tolist()) == [int(r["id"]) for r in checked]
+    net = [r for r in checked if r["source"] == "network"]
+    assert all(int(r["k"]) >= MIN_MULTIPLICITY or float(r["max_prob"]) > CHECK_SURE for r in net)
+    assert all(int(r["k"]) >= MIN_MULTIPLICITY for r in checked if r["source"] == "vertex")
+    kept = {(r["centroid_y"], r["centroid_x"]) for r in plain
+            if int(r["k"]) >= MIN_MULTIPLICITY or float(r["max_prob"]) > CHECK_SURE}
+    assert {(r["centroid_y"], r["centroid_x"]) for r in net} == kept and len(kept) < len(plain)
+    summary = (tmp_path / "checked" / "img_summary.json").read_text()
+    assert f'"n_rosettes": {len(checked)}' in summary
+    # the check reads the quantities' vertex graph: refused without them, in one line
+    capsys.readouterr()
+    rc = main(["predict", str(tmp_path / "img.tif"), "--model", str(ROOT / "rdf.yaml"), "--out",
+               str(tmp_path / "x"), "--check", "--no-quantities"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and "--no-quantities" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -114,6 +114,58 @@ def test_highest_multiplicity_wins_then_the_one_nearest_the_centroid():
     assert higher["k"] == 6 and higher["cells"] == [6, 7, 8, 9, 10, 11]
 
 
+def three_junctions() -> np.ndarray:
+    """64 x 192: a 5-cell (cells 1-5, vertex at (31.7, 32.3)), a 4-cell (6-9, (31.7, 96.3)) and a 6-cell
+    junction (10-15, (31.7, 160.3)) side by side."""
+    return np.hstack([pinwheel(5), pinwheel(4) + 5, pinwheel(6) + 9])
+
+
+def test_check_proposals_keeps_drops_and_adds_by_the_vertex_graph(tmp_path):
+    lab = three_junctions()
+    five, four, six = (disc(lab.shape, 32, cx, 6) for cx in (32, 96, 160))
+    prob = np.zeros(lab.shape, np.float32)
+    prob[five], prob[four], prob[six] = 0.6, 0.6, 0.3            # the 6-cell junction: half-seen, no proposal
+    plab, rows = find_proposals(prob)
+    assert len(rows) == 2
+    cells = Q.cells_for(lab, "labels")
+    described = Q.describe_proposals(plab, rows, cells)
+    assert [r["k"] for r in described] == [5, 4]
+
+    out, checked = Q.check_proposals(plab, described, cells, prob)
+    assert out.dtype == np.uint32 and [r["id"] for r in checked] == [1, 2]
+    kept, added = checked
+    assert (kept["source"], kept["k"], kept["area"]) == ("network", 5, rows[0]["area"])
+    assert ((out == 1) == (plab == 1)).all()                        # the kept proposal's pixels, renumbered
+    assert (added["source"], added["k"], added["kind"], added["cells"]) == ("vertex", 6, "vertex", list(range(10, 16)))
+    assert abs(added["vertex_x"] - 160.3) < 2 and (out == 2).sum() == added["area"] > 100
+    assert added["max_prob"] == pytest.approx(0.3) and 0 < added["mean_prob"] <= 0.3
+    assert not (out[:, 64:128] > 0).any()                            # the 4-cell proposal is gone
+    # thresholds: a sure network keeps its 4-cell proposal; a weak one adds nothing
+    out, checked = Q.check_proposals(plab, described, cells, prob, sure=0.5, support=0.35)
+    assert [(r["source"], r["k"]) for r in checked] == [("network", 5), ("network", 4)]
+    # the CSV says where each rosette came from; napari still reads it as points
+    Q.write_rosette_csv(tmp_path / "x_rosettes.csv", Q.check_proposals(plab, described, cells, prob)[1])
+    with open(tmp_path / "x_rosettes.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["source"] for r in table] == ["network", "vertex"] and list(table[0])[-1] == "source"
+    assert [r["id"] for r in read_csv(tmp_path / "x_rosettes.csv")] == [1, 2]
+
+
+def test_check_proposals_refuses_bad_input():
+    lab = three_junctions()
+    prob = np.zeros(lab.shape, np.float32)
+    prob[disc(lab.shape, 32, 32, 6)] = 0.6
+    plab, rows = find_proposals(prob)
+    described = Q.describe_proposals(plab, rows, lab)
+    with pytest.raises(Q.QuantityError, match="describe_proposals first"):
+        Q.check_proposals(plab, rows, lab, prob)
+    with pytest.raises(Q.QuantityError, match="one shape"):
+        Q.check_proposals(plab, described, lab, prob[:, :100])
+    for bad in (1.5, -0.1, True, "0.9", float("nan")):
+        with pytest.raises(Q.QuantityError, match="sure must be a number in"):
+            Q.check_proposals(plab, described, lab, prob, sure=bad)
+
+
 def test_image_summary_hand_computed():
     lab = hand_tissue()
     plab, rows = proposals_from(disc(lab.shape, 32, 32, 6), disc(lab.shape, 7.5, 11.5, 2))

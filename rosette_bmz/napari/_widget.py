@@ -103,6 +103,10 @@ class RosetteReviewWidget(QWidget):
         self.threshold_spin.setSingleStep(0.05)
         self.threshold_spin.setValue(0.5)
         form.addRow("threshold", self.threshold_spin)
+        self.check_box = QCheckBox("check against the vertex graph")
+        self.check_box.setToolTip("keep proposals with a junction of >= 5 cells (or p > 0.9) and add junctions of "
+                                  ">= 5 cells the network half-saw: fewer false proposals (rosette-bmz predict --check)")
+        form.addRow(self.check_box)
         self.detect_button = QPushButton("Detect rosettes")
         self.detect_button.clicked.connect(self.detect_layer)
         form.addRow(self.detect_button)
@@ -291,13 +295,14 @@ class RosetteReviewWidget(QWidget):
         from napari.qt.threading import create_worker
 
         threshold = float(self.threshold_spin.value())
+        check = self.check_box.isChecked()
         key = (str(self.model_path()), self.backend_box.currentText())   # read here, on the UI thread
 
         def work():
             yield f"loading {Path(key[0]).name} ({key[1]})"
             predictor = self._get_predictor(key)
             yield "predicting"
-            return rv.detect(image, kind, predictor, threshold=threshold, name=name)
+            return rv.detect(image, kind, predictor, threshold=threshold, name=name, check=check)
 
         worker = create_worker(work, _start_thread=False)
         worker.yielded.connect(self.message)

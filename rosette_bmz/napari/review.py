@@ -246,9 +246,12 @@ def outlines_of(image: np.ndarray, input_kind: str, name: str = "image") -> np.n
 
 
 def detect(image: np.ndarray, input_kind: str, predictor: Any, threshold: float = THRESHOLD,
-           min_size: int = MIN_PROPOSAL_SIZE, name: str = "image"
+           min_size: int = MIN_PROPOSAL_SIZE, name: str = "image", check: bool = False
            ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Run the model on an outline or label image: (probability, proposal labels, proposal rows)."""
+    """Run the model on an outline or label image: (probability, proposal labels, proposal rows).
+
+    ``check``: the proposals checked against the image's vertex graph, as ``rosette-bmz predict
+    --check`` writes them (:func:`rosette_bmz.quantities.check_proposals`)."""
     from ..inputs import build_input, check_size
     from ..proposals import find_proposals
     from ..runner import predict
@@ -257,6 +260,13 @@ def detect(image: np.ndarray, input_kind: str, predictor: Any, threshold: float 
     check_size(x.shape, name)
     prob = predict(x, predictor)
     labels, rows = find_proposals(prob, threshold, min_size)
+    if check:
+        from ..quantities import cell_vertices, cells_for, check_proposals, describe_proposals
+
+        cells = cells_for(np.asarray(image), input_kind, name)
+        vertices = cell_vertices(cells)
+        rows = describe_proposals(labels, rows, cells, vertices=vertices)
+        labels, rows = check_proposals(labels, rows, cells, prob, vertices=vertices)
     return prob, labels, rows
 
 

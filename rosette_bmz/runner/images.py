@@ -159,11 +159,18 @@ def open_lazy(path: Path, stream_pixels: int, scratch: Path) -> Any:
     return None
 
 
+def check_options(quantities: bool, check: bool) -> None:
+    """Refuse the vertex check without the rosette quantities it reads (one message for every caller)."""
+    if check and not quantities:
+        raise InputError("the vertex check (--check) reads the rosette quantities' vertex graph: "
+                         "it cannot run with --no-quantities (quantities=False)")
+
+
 def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str, out_dir: str | os.PathLike, *,
                  mode: str = "halo", tile: int | None = None, batch: int | None = None, threshold: float = THRESHOLD,
                  min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False, progress: bool | Any = False,
                  stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
-                 pixel_size: float | None = None, tta: bool = False) -> FileResult:
+                 pixel_size: float | None = None, tta: bool = False, check: bool = False) -> FileResult:
     """Predict one file and write ``<stem>_prob.tif``, ``_rosettes.tif``, ``_rosettes.csv`` (+ overlay).
 
     With ``quantities`` (images held in memory), each proposal also gets its topology
@@ -171,12 +178,16 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
     ``<stem>_summary.json`` (``pixel_size`` in µm/px adds rosettes per 1000 µm²). All outputs
     are written under temporary names and renamed only when every one of them is complete,
     so a failure leaves nothing half-written. ``tta``: average the 8 rotations / flips
-    (:func:`~rosette_bmz.runner.engine.predict_tta`; images held in memory only).
+    (:func:`~rosette_bmz.runner.engine.predict_tta`; images held in memory only). ``check``: the
+    rosettes written are the proposals checked against the vertex graph
+    (:func:`rosette_bmz.quantities.check_proposals`; needs ``quantities``), with a ``source``
+    column in the CSV; the probability map stays the network's.
     """
     import tifffile
 
     if input_kind not in INPUT_KINDS:
         raise InputError(f"unknown input kind {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    check_options(quantities, check)
     t0 = time.perf_counter()
     path = Path(path)
     name = str(path)
@@ -197,6 +208,8 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
             log.info("%s: streamed from disk; rosette quantities need the whole image and are skipped", path)
         if streamed and tta:
             log.warning("%s: streamed from disk; test-time augmentation needs the whole image and is skipped", path)
+        if check and streamed:
+            log.warning("%s: streamed from disk; the vertex check needs the whole image and is skipped", path)
         quantities = quantities and not streamed
         finals = {"prob": out_dir / f"{stem}_prob.tif", "labels": out_dir / f"{stem}_rosettes.tif",
                   "csv": out_dir / f"{stem}_rosettes.csv"}
@@ -227,18 +240,23 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 prob = predict_array(x, predictor, mode, tile, batch, progress, None, desc=path.name, tta=tta)
                 labels, rows = find_proposals(prob, threshold, min_size)
                 write_tiff(tmps["prob"], prob)
-                write_tiff(tmps["labels"], labels)
             if quantities:
-                from ..quantities import cells_for, describe_proposals, image_summary, write_rosette_csv
+                from ..quantities import (cell_vertices, cells_for, check_proposals, describe_proposals, image_summary,
+                                          write_rosette_csv)
                 from ..summary import write_image_summary
 
                 cells = cells_for(raw, input_kind, name=name)
-                rows = describe_proposals(labels, rows, cells)
+                vertices = cell_vertices(cells)
+                rows = describe_proposals(labels, rows, cells, vertices=vertices)
+                if check:
+                    labels, rows = check_proposals(labels, rows, cells, prob, vertices=vertices)
                 summary = image_summary(cells, rows, pixel_size, name=stem)
                 write_rosette_csv(tmps["csv"], rows)
                 write_image_summary(tmps["summary"], summary)
             else:
                 write_csv(tmps["csv"], rows)
+            if not streamed:
+                write_tiff(tmps["labels"], labels)
             if overlay:
                 write_overlay(tmps["overlay"], labels, prob, background=None if x is None else x[1])
             del prob, labels
@@ -373,7 +391,7 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
                   tile: int | None = None, batch: int | None = None, threads: int | None = None,
                   threshold: float = THRESHOLD, min_size: int = MIN_PROPOSAL_SIZE, overlay: bool = False,
                   progress: bool = False, stream_pixels: int = STREAM_PIXELS, quantities: bool = True,
-                  pixel_size: float | None = None, tta: bool = False,
+                  pixel_size: float | None = None, tta: bool = False, check: bool = False,
                   on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """Predict every image in ``inputs`` (files and/or folders) into ``out_dir``.
 
@@ -383,8 +401,9 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
     it is reported once). A model that turns out broken (:class:`ModelError`) stops the run.
     ``out_dir`` is created when needed and removed again if it was new and stayed empty.
     With ``quantities``, ``out_dir/summary.csv`` gets one row per ``*_summary.json`` in ``out_dir``.
-    Returns one result per input file, in order.
+    ``tta``, ``check`` and the rest: as :func:`predict_file`. Returns one result per input file, in order.
     """
+    check_options(quantities, check)
     run = FolderRun(inputs, out_dir, on_result)
     files, report = run.files, run.report
     owned = not isinstance(model, Predictor)
@@ -399,7 +418,7 @@ def predict_files(inputs: Iterable[str | os.PathLike] | str | os.PathLike, model
             r = predict_file_safely(f, predictor, input_kind, out_dir, mode=mode, tile=tile, batch=batch,
                                     threshold=threshold, min_size=min_size, overlay=overlay, progress=progress,
                                     stream_pixels=stream_pixels, quantities=quantities, pixel_size=pixel_size,
-                                    tta=tta)
+                                    tta=tta, check=check)
             report(r, tick=True)
     finally:
         if owned:
