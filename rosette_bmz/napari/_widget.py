@@ -104,8 +104,9 @@ class RosetteReviewWidget(QWidget):
         self.threshold_spin.setValue(0.5)
         form.addRow("threshold", self.threshold_spin)
         self.check_box = QCheckBox("check against the vertex graph")
-        self.check_box.setToolTip("keep proposals with a junction of >= 5 cells (or p > 0.9) and add junctions of "
-                                  ">= 5 cells the network half-saw: fewer false proposals (rosette-bmz predict --check)")
+        self.check_box.setToolTip("keep proposals with a junction of >= 5 cells (or p > 0.9) and add junctions "
+                                  "of >= 5 cells the network half-saw: fewer false proposals "
+                                  "(rosette-bmz predict --check)")
         form.addRow(self.check_box)
         self.detect_button = QPushButton("Detect rosettes")
         self.detect_button.clicked.connect(self.detect_layer)
