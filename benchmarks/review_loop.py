@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rosette_bmz.evaluate import checked_probability  # noqa: E402
 from rosette_bmz.metrics import MetricsAccumulator  # noqa: E402
 from rosette_bmz.synth import generate  # noqa: E402
 
@@ -48,19 +49,25 @@ FIGURE = ROOT / "docs" / "review_loop.png"
 
 
 def score(model: Path, seeds, world: dict | str) -> dict:
-    """Event recall / precision of ``model`` on images of ``world`` (generate() arguments, or a world name)."""
+    """Event recall / precision of ``model`` on images of ``world`` (generate() arguments, or a world name);
+    ``checked``: the same for its proposals checked against the vertex graph (``predict --check``)."""
     from rosette_bmz.inputs import from_outlines
     from rosette_bmz.runner import load_predictor, predict
     from rosette_bmz.synth import generate_world
 
     acc = MetricsAccumulator(threshold=0.5, min_size=10)
+    checked = MetricsAccumulator(threshold=0.5, min_size=10)
     with load_predictor(model, "torch", threads=2) as pred:
         for s in seeds:
             g = generate_world(SIZE, s, world) if isinstance(world, str) else generate(SIZE, seed=s, **world)
-            acc.add(predict(from_outlines(g.outlines), pred), g.rosettes, g.meta.get("decoys", []), name=str(s))
-    m = acc.summary()
+            prob = predict(from_outlines(g.outlines), pred)
+            acc.add(prob, g.rosettes, g.meta.get("decoys", []), name=str(s))
+            checked.add(checked_probability(g.outlines, prob), g.rosettes, g.meta.get("decoys", []), name=str(s))
+    m, c = acc.summary(), checked.summary()
     return {"recall": round(float(m["event_recall"]), 4), "precision": round(float(m["event_precision"]), 4),
-            "rosettes": int(m["n_rosettes"]), "proposals": int(m["n_proposals"])}
+            "rosettes": int(m["n_rosettes"]), "proposals": int(m["n_proposals"]),
+            "checked": {"recall": round(float(c["event_recall"]), 4),
+                        "precision": round(float(c["event_precision"]), 4), "proposals": int(c["n_proposals"])}}
 
 
 def corrections(folder: Path, n: int) -> Path:

@@ -41,7 +41,7 @@ from .errors import EvaluationError
 from .files import atomic_path
 
 __all__ = ["EvaluationError", "EvalImage", "MODEL_CARD", "TRUTHS", "load_eval_dataset", "evaluate_dataset",
-           "format_table", "write_report"]
+           "format_table", "checked_probability", "write_report"]
 
 
 log = logging.getLogger(__name__)
@@ -242,14 +242,15 @@ def format_table(model: dict[str, Any] | None, baseline: dict[str, Any] | None,
     return "\n".join(lines)
 
 
-def _checked_prob(item: EvalImage, prob: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
-    """The model's proposals checked against the vertex graph of the outlines (``rosette-bmz predict
-    --check``), as a 0/1 map."""
+def checked_probability(outlines: np.ndarray, prob: np.ndarray, threshold: float = M.THRESHOLD,
+                        min_size: int = M.MIN_PROPOSAL_SIZE, name: str = "outlines") -> np.ndarray:
+    """The proposals of ``prob`` checked against the vertex graph of the ``outlines`` it was predicted
+    from (``rosette-bmz predict --check``), as a 0/1 map (``name`` names the outlines in errors)."""
     from .proposals import find_proposals
     from .quantities import cell_vertices, cells_for, check_proposals, describe_proposals
 
     labels, rows = find_proposals(prob, threshold, min_size)
-    cells = cells_for(item.outlines, "outlines", name=item.source or item.name)
+    cells = cells_for(outlines, "outlines", name=name)
     vertices = cell_vertices(cells)
     rows = describe_proposals(labels, rows, cells, vertices=vertices)
     checked, _ = check_proposals(labels, rows, cells, prob, vertices=vertices)
@@ -341,7 +342,7 @@ def evaluate_dataset(model: Any, data_dir: str | os.PathLike | Sequence[EvalImag
             row = {"name": it.name, "model": acc_model.per_image[-1]}
             if check:
                 t0 = time.perf_counter()
-                cprob = _checked_prob(it, prob, threshold, min_size)
+                cprob = checked_probability(it.outlines, prob, threshold, min_size, it.source or it.name)
                 t_check += time.perf_counter() - t0
                 acc_check.add(cprob, it.rosettes, it.decoys, radius=radius, name=it.name)
                 row["checked"] = acc_check.per_image[-1]
