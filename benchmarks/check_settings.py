@@ -17,7 +17,6 @@ world (``default``, ``heldout``); the other worlds show what the choice costs el
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,11 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
+from _sets import add_set_arguments, write_results  # noqa: E402
 
 from rosette_bmz import metrics as M  # noqa: E402
 from rosette_bmz.baseline import baseline_probability  # noqa: E402
 from rosette_bmz.constants import CHECK_SUPPORT, CHECK_SURE  # noqa: E402
-from rosette_bmz.files import atomic_path  # noqa: E402
 from rosette_bmz.inputs import from_outlines  # noqa: E402
 from rosette_bmz.proposals import find_proposals  # noqa: E402
 from rosette_bmz.quantities import cell_vertices, cells_for, check_proposals, describe_proposals  # noqa: E402
@@ -55,12 +54,7 @@ def _cell(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=8, help="images per set (default 8, as the generalisation table)")
-    ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--model", default=str(ROOT / "rdf.yaml"), help="rdf.yaml or checkpoint (default: the package)")
-    ap.add_argument("--backend", default="onnx")
-    ap.add_argument("--sets", nargs="+", default=SETS)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "check_settings"))
+    add_set_arguments(ap, SETS, ROOT / "benchmarks" / "results" / "check_settings")
     args = ap.parse_args(argv)
 
     grid = {f"sure {a} / support {b}": (a, b) for a in SURE for b in SUPPORT}
@@ -128,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
               "backend": args.backend, "n_images": args.n, "size": args.size, "machine": {"cpu": cpu_model()},
               "defaults": {"sure": CHECK_SURE, "support": CHECK_SUPPORT}, "grid": list(grid.values()), "sets": results,
               "table_markdown": md}
-    out = Path(args.out)
-    for path, text in ((out.with_suffix(".json"), json.dumps(report, indent=1) + "\n"), (out.with_suffix(".md"), md)):
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
+    write_results(args.out, report, md)
     print(md)
     return 0
 

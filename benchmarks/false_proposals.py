@@ -28,7 +28,10 @@ the image summary counts as ``n_rosettes_k5``; "k >= 5 or sure" also keeps those
 probability is above ``CHECK_SURE``; "+ baseline" adds to the latter the baseline's rosettes that
 no proposal overlaps where the model's peak probability is above ``CHECK_SUPPORT``. Recall there
 is the share of rosettes a kept proposal overlaps (proposal recall: a little under the card's
-event recall, which counts any pixel at ``p >= 0.5``).
+event recall, which counts any pixel at ``p >= 0.5``). (``rosette-bmz predict --check``,
+:func:`rosette_bmz.quantities.check_proposals`, packages the last rule with one vertex graph for
+both steps, the junctions added from the graph ``k`` is read from instead of a second baseline
+run; its numbers: ``benchmarks/generalisation.py --check``.)
 
     .venv/bin/python benchmarks/false_proposals.py [--n 8] [--size 1024] [--model rdf.yaml]
     -> benchmarks/results/false_proposals.{json,md}, docs/false_proposals.png
@@ -44,9 +47,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from _sets import add_set_arguments
+
 from rosette_bmz import metrics as M
 from rosette_bmz.baseline import detect_rosettes
-from rosette_bmz.constants import MIN_MULTIPLICITY
+from rosette_bmz.constants import CHECK_SUPPORT, CHECK_SURE, MIN_MULTIPLICITY
 from rosette_bmz.inputs import from_outlines
 from rosette_bmz.proposals import find_proposals
 from rosette_bmz.quantities import cells_for, describe_proposals
@@ -59,8 +64,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 SETS = ["default", "heldout", *OTHER_WORLDS]
 KINDS = ("fragment", "near_miss", "four_cell", "other")
 FRAGMENT_DISTANCE = 6.0
-CHECK_SURE = 0.9         # a proposal this sure is kept without a vertex
-CHECK_SUPPORT = 0.2      # a baseline rosette is added where the model's peak is above this
 
 
 def _point_distance(shape: tuple[int, int], points) -> np.ndarray:
@@ -207,12 +210,7 @@ def _add(total: dict, c: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=8, help="images per set (default 8, as the generalisation table)")
-    ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--model", default=str(ROOT / "rdf.yaml"), help="rdf.yaml or checkpoint (default: the package)")
-    ap.add_argument("--backend", default="onnx")
-    ap.add_argument("--sets", nargs="+", default=SETS)
-    ap.add_argument("--out", default=str(RESULTS / "false_proposals"))
+    add_set_arguments(ap, SETS, RESULTS / "false_proposals")
     ap.add_argument("--figure", default=str(ROOT / "docs" / "false_proposals.png"),
                     help="examples of each kind on the first images of the first set ('' = none)")
     args = ap.parse_args(argv)

@@ -25,7 +25,6 @@ weights have to beat.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys
@@ -40,10 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
+from _sets import write_results  # noqa: E402
 
 from rosette_bmz.baseline import detect_rosettes  # noqa: E402
 from rosette_bmz.evaluate import checked_probability, evaluate_dataset, load_eval_dataset  # noqa: E402
-from rosette_bmz.files import atomic_path  # noqa: E402
 from rosette_bmz.runner import load_predictor, predict  # noqa: E402
 from rosette_bmz.synth import write_dataset  # noqa: E402
 from rosette_bmz.worlds import OTHER_WORLDS, get_world  # noqa: E402
@@ -196,15 +195,7 @@ def main(argv=None) -> int:
               "backend": args.backend, "mode": args.mode, "tta": args.tta, "check": args.check, "n_images": args.n, "size": args.size,
               "machine": {"cpu": cpu_model(), "python": platform.python_version()},
               "sets": results, "table_markdown": md}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out.with_suffix(".json"), json.dumps(report, indent=1) + "\n"), (out.with_suffix(".md"), md)):
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-        if args.copy_to:
-            dest = Path(args.copy_to) / path.name
-            with atomic_path(dest) as tmp:
-                tmp.write_text(text)
+    write_results(args.out, report, md, args.copy_to)
     print(md)
     return 0
 
