@@ -88,7 +88,7 @@ NEAR_MISS_DISTANCE = 2 * MERGE_DISTANCE
 CHECK_SURE = 0.9
 #: ... and a junction of >= 5 cells that no proposal touches is added when the network's peak
 #: probability on its rosette mask is above this. Both measured on the nine generalisation sets
-#: (benchmarks/false_proposals.py, docs/metrics.md "Checked proposals").
+#: (benchmarks/check_settings.py, docs/metrics.md "Checked proposals").
 CHECK_SUPPORT = 0.2
 
 #: An extruding cell is smaller than this fraction of the median area of its own neighbours

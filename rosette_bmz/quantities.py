@@ -84,10 +84,11 @@ Checked proposals (:func:`check_proposals`, ``rosette-bmz predict --check``)
     >= 5 cells that no proposal touches is added (its rosette mask by the baseline's mask rule)
     when the network half-saw it (peak probability on that mask > :data:`~rosette_bmz.constants.
     CHECK_SUPPORT`, 0.2). Each row then says where it came from (``source``: ``network`` or
-    ``vertex``). Most false proposals of the demo weights sit on 4-cell junctions and near misses
-    of the definition, where no >= 5-cell junction is; most of what they miss are junctions the
-    graph has. Measured (docs/metrics.md, "Checked proposals"): precision up on every test set,
-    mean event F1 over the nine synthetic test sets 84.6 -> 87.6 (baseline 86.6).
+    ``vertex``). Many false proposals of the demo weights sit on 4-cell junctions and near misses
+    of the definition, where no >= 5-cell junction is; many rosettes they miss are junctions the
+    graph has and the network half-saw. Measured (docs/metrics.md, "Checked proposals"): precision
+    up on eight of the nine synthetic test sets, mean event F1 over them 84.6 -> 87.6 (baseline
+    86.6).
 
 Per-image summary (:func:`image_summary`)
     Every proposal is a rosette here (the detector's answer); ``n_rosettes_k5`` says how many
