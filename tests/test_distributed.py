@@ -217,6 +217,12 @@ def test_zarr_and_ome_zarr_input(client, predictor, tissue, tmp_path):
         for suffix in ("_rosettes.csv", "_summary.json"):
             text = (tmp_path / "dask" / f"{stem}{suffix}").read_text()
             assert text.replace(f'"{stem}"', '"a"') == (ref / f"a{suffix}").read_text()
+    # the vertex check on the workers: the same checked table as in one process
+    predict_file(tmp_path / "a.npy", predictor, "outlines", tmp_path / "single_check", check=True)
+    res = rd.predict_files_dask(folder / "b.zarr", RDF, client, out_dir=tmp_path / "dask_check", check=True)
+    assert res[0].ok
+    checked = (tmp_path / "single_check" / "a_rosettes.csv").read_text()
+    assert (tmp_path / "dask_check" / "b_rosettes.csv").read_text() == checked and ",source" in checked
     predict_file(tmp_path / "a.npy", predictor, "outlines", tmp_path / "single_q", quantities=False)
     r = rd.predict_image_dask(folder / "c.ome.zarr", RDF, client, out_dir=tmp_path / "chunked", chunk=256)
     assert r.ok and r.outputs["zarr"].name == "c_prob.ome.zarr"
