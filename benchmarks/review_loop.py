@@ -43,6 +43,8 @@ TEST_SEEDS = range(7000, 7006)
 OLD_SEEDS = range(9100, 9112)
 POOL_SEED = 7100
 RESULTS = ROOT / "benchmarks" / "results" / "review_loop.json"
+#: How the rounds' results are scored (``--tta``: the mean over the 8 rotations / flips).
+SCORING = {"tta": False}
 #: The review round's forgetting guards and arithmetic, as the runs used them (filled by one_round).
 ROUND_CONFIG: dict = {}
 FIGURE = ROOT / "docs" / "review_loop.png"
@@ -60,7 +62,7 @@ def score(model: Path, seeds, world: dict | str) -> dict:
     with load_predictor(model, "torch", threads=2) as pred:
         for s in seeds:
             g = generate_world(SIZE, s, world) if isinstance(world, str) else generate(SIZE, seed=s, **world)
-            prob = predict(from_outlines(g.outlines), pred)
+            prob = predict(from_outlines(g.outlines), pred, tta=SCORING["tta"])
             acc.add(prob, g.rosettes, g.meta.get("decoys", []), name=str(s))
             checked.add(checked_probability(g.outlines, prob), g.rosettes, g.meta.get("decoys", []), name=str(s))
     m, c = acc.summary(), checked.summary()
@@ -167,10 +169,13 @@ def main(argv=None) -> None:
     ap.add_argument("--init", type=Path, default=DEMO,
                     help="weights the rounds start from (default the shipped demo weights); the old world is "
                          "the one they were trained on, read off their sidecar")
+    ap.add_argument("--tta", action="store_true",
+                    help="score with test-time augmentation (the mean of the 8 rotations / flips)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="change a review.yaml setting for these rounds, e.g. --set data.near_miss_fraction=0.2 "
                          "(value read as YAML; repeatable)")
     args = ap.parse_args(argv)
+    SCORING["tta"] = args.tta
     import yaml
 
     changes = {}
@@ -188,7 +193,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(2)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared",
-               "world": NEW_WORLD, "old_world": old_world, "size": SIZE, "config": "review.yaml",
+               "world": NEW_WORLD, "old_world": old_world, "tta": args.tta, "size": SIZE, "config": "review.yaml",
                "init": str(args.init.relative_to(ROOT) if args.init.is_relative_to(ROOT) else args.init),
                "shipped": {"new_world": score(args.init, TEST_SEEDS, NEW_WORLD),
                            "old_world": score(args.init, OLD_SEEDS, old_world)},
