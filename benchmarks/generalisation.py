@@ -192,7 +192,8 @@ def main(argv=None) -> int:
           "training world of `rosette_bmz/worlds.py`." + (f" {args.note}" if args.note else "") + "\n\n"
           + table(results, "checked" if args.check else "model") + "\n")
     report = {"generated": stamp, "script": "benchmarks/generalisation.py", "model": model_name,
-              "backend": args.backend, "mode": args.mode, "tta": args.tta, "check": args.check, "n_images": args.n, "size": args.size,
+              "backend": args.backend, "mode": args.mode, "tta": args.tta, "check": args.check, "n_images": args.n,
+              "size": args.size,
               "machine": {"cpu": cpu_model(), "python": platform.python_version()},
               "sets": results, "table_markdown": md}
     write_results(args.out, report, md, args.copy_to)
