@@ -243,22 +243,27 @@ def test_widget_detects_reviews_with_keys_and_saves(widget, qtbot):
     np.testing.assert_array_equal(tifffile.imread(corr / "tissue_outlines.tif"), outlines)
 
 
-def test_widget_check_box_reviews_the_checked_proposals(widget, qtbot):
+def test_widget_check_and_tta_boxes_review_the_checked_proposals(widget, qtbot):
     from rosette_bmz.runner import load_predictor
 
     viewer, w = widget
     outlines, _ = _crop(320)
     viewer.add_image(outlines, name="tissue_outlines")
     w.check_box.setChecked(True)
+    w.tta_box.setChecked(True)
     w.detect_layer()
     _wait(qtbot, w)
     assert w.review is not None, w.status_label.text()
     with load_predictor(DEMO, "torch") as pred:
-        _, labels, rows = rv.detect(outlines, "outlines", pred, check=True)
-        _, _, plain = rv.detect(outlines, "outlines", pred)
-    assert rows and {r["source"] for r in rows} <= {"network", "vertex"} and len(rows) != len(plain)
+        prob, labels, rows = rv.detect(outlines, "outlines", pred, check=True, tta=True)
+        plain_prob, _, plain = rv.detect(outlines, "outlines", pred)
+        _, _, checked = rv.detect(outlines, "outlines", pred, check=True)
+    assert rows and {r["source"] for r in rows} <= {"network", "vertex"}
     assert [(p.id, round(p.y, 2)) for p in w.review.proposals] == [(r["id"], round(r["centroid_y"], 2)) for r in rows]
     np.testing.assert_array_equal(viewer.layers["tissue rosettes"].data, labels)
+    shown = np.asarray(viewer.layers["tissue probability"].data)        # the 8-view mean, not the plain map
+    assert np.abs(shown - prob).max() < 1e-6 and np.abs(shown - plain_prob).max() > 1e-3
+    assert len(checked) != len(plain)                                   # the check changes this crop's proposals
 
 
 def test_widget_folder_mode_skips_reviewed_autosaves_and_finetunes(widget, qtbot, tmp_path):

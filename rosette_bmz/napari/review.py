@@ -246,19 +246,20 @@ def outlines_of(image: np.ndarray, input_kind: str, name: str = "image") -> np.n
 
 
 def detect(image: np.ndarray, input_kind: str, predictor: Any, threshold: float = THRESHOLD,
-           min_size: int = MIN_PROPOSAL_SIZE, name: str = "image", check: bool = False
+           min_size: int = MIN_PROPOSAL_SIZE, name: str = "image", check: bool = False, tta: bool = False
            ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Run the model on an outline or label image: (probability, proposal labels, proposal rows).
 
     ``check``: the proposals checked against the image's vertex graph, as ``rosette-bmz predict
-    --check`` writes them (:func:`rosette_bmz.quantities.check_proposals`)."""
+    --check`` writes them (:func:`rosette_bmz.quantities.check_proposals`). ``tta``: the probability
+    is the mean over the 8 rotations / flips (``predict --tta``)."""
     from ..inputs import build_input, check_size
     from ..proposals import find_proposals
     from ..runner import predict
 
     x = build_input(np.asarray(image), input_kind, name)
     check_size(x.shape, name)
-    prob = predict(x, predictor)
+    prob = predict(x, predictor, tta=tta)
     labels, rows = find_proposals(prob, threshold, min_size)
     if check:
         from ..quantities import cell_vertices, cells_for, check_proposals, describe_proposals
