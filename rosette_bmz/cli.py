@@ -80,7 +80,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     ok = [r for r in results if r.ok]
     where = f" on dask ({args.dask})" if args.dask else ""
     line = (f"predicted {len(ok)}/{len(results)} image(s) with the {args.backend} backend{where} into {args.out}: "
-            f"{sum(r.n_proposals for r in ok)} rosette proposal(s)")
+            f"{sum(r.n_proposals for r in ok)} rosette proposal(s)"
+            + (" checked against the vertex graph" if args.check else ""))
     if len(ok) < len(results):
         line += f"; {len(results) - len(ok)} failed"
     print(line)
