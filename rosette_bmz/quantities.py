@@ -103,8 +103,9 @@ Per-image summary (:func:`image_summary`)
     ``n_rosettes``, ``n_rosettes_k5``, ``rosettes_per_1000_cells``, ``rosettes_per_1000_um2``
     (None without a pixel size), ``n_cells_in_rosettes``, ``percent_cells_in_rosette``,
     ``k_histogram`` (``{"5": 3, "6": 1, ...}``, string keys in ascending k, every k that
-    occurs, 0 included) and ``kinds`` (``{"vertex": n, "extrusion": n, "none": n}``).
-    Ratios with a zero denominator are None.
+    occurs, 0 included), ``kinds`` (``{"vertex": n, "extrusion": n, "none": n}``) and
+    ``rosettes_from``: ``"network"`` (the network's proposals) or ``"checked"`` (the proposals
+    checked against the vertex graph, ``predict --check``). Ratios with a zero denominator are None.
 
 Bad input raises :class:`QuantityError` naming the input (a
 :class:`~rosette_bmz.errors.RosetteError` and ``ValueError``: the CLI prints it as one line);
@@ -442,7 +443,7 @@ def _topology_rows(rows: Iterable[dict], what: str) -> list[dict]:
 
 
 def image_summary(cells: Cells | np.ndarray, rows: Iterable[dict], pixel_size: float | None = None, *,
-                  name: str | None = None) -> dict[str, Any]:
+                  name: str | None = None, checked: bool = False) -> dict[str, Any]:
     """Per-image counts and rates (module doc, "Per-image summary").
 
     Parameters
@@ -455,6 +456,9 @@ def image_summary(cells: Cells | np.ndarray, rows: Iterable[dict], pixel_size: f
         Pixel size in µm per pixel; adds the tissue area in µm² and rosettes per 1000 µm².
     name : str, optional
         The image's name, stored as ``"image"``.
+    checked : bool
+        The rows are :func:`check_proposals`' (stored as ``"rosettes_from": "checked"``, so that
+        ``rosette-bmz summarize`` does not compare them with the network's own counts).
 
     Returns
     -------
@@ -520,6 +524,7 @@ def image_summary(cells: Cells | np.ndarray, rows: Iterable[dict], pixel_size: f
         "percent_cells_in_rosette": ratio(len(in_rosette), n_cells, 100.0),
         "k_histogram": {str(k): hist[k] for k in sorted(hist)},
         "kinds": kinds,
+        "rosettes_from": "checked" if checked else "network",
     }
 
 

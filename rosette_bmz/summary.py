@@ -11,16 +11,18 @@ and ``"version": 1``::
      "pixel_size_um": 0.134, "tissue_area_um2": 7220.34, "n_rosettes": 12, "n_rosettes_k5": 11,
      "rosettes_per_1000_cells": 14.778325, "rosettes_per_1000_um2": 1.661971,
      "n_cells_in_rosettes": 71, "percent_cells_in_rosette": 8.743842,
-     "k_histogram": {"4": 1, "5": 7, "6": 3, "7": 1}, "kinds": {"vertex": 8, "extrusion": 4, "none": 0}}
+     "k_histogram": {"4": 1, "5": 7, "6": 3, "7": 1}, "kinds": {"vertex": 8, "extrusion": 4, "none": 0},
+     "rosettes_from": "network"}
 
 (``pixel_size_um``, ``tissue_area_um2`` and ``rosettes_per_1000_um2`` are null without
-``--pixel-size``; a ratio whose denominator is 0 is null.)
+``--pixel-size``; a ratio whose denominator is 0 is null. ``rosettes_from``: ``"network"`` or
+``"checked"`` (``predict --check``); summaries written before it existed read as ``"network"``.)
 
 ``summary.csv`` (:func:`write_summary_csv`), one row per image, columns :data:`SUMMARY_COLUMNS`:
 the scalar fields of the JSON, ``n_vertex``/``n_extrusion`` (from ``kinds``), the k histogram
 binned as in the figure (``k_lt5`` = proposals without a junction of >= 5 cells, ``k_5``,
-``k_6``, ``k_7``, ``k_8plus``) and the full histogram as ``k_histogram`` (``"5:7 6:3 7:1"``).
-Empty cell = null.
+``k_6``, ``k_7``, ``k_8plus``), the full histogram as ``k_histogram`` (``"5:7 6:3 7:1"``) and
+``rosettes_from``. Empty cell = null.
 
 Conditions (:func:`summarize_runs`, ``rosette-bmz summarize RUN_DIR... --by folder --out DIR``)
 -----------------------------------------------------------------------------------------------
@@ -29,7 +31,9 @@ images of one folder (the folder holding the JSON) are one condition, named afte
 (when two folders share a name, every condition is named by its path relative to the
 folders' common parent);
 ``by="run"``: everything under one RUN_DIR argument is one condition. Conditions keep the
-order of the arguments. Written into ``out``:
+order of the arguments. Runs whose rosettes were checked against the vertex graph
+(``predict --check``) and runs with the network's own proposals are not mixed: their counts
+differ by the detector, not by the tissue (:class:`SummaryError`). Written into ``out``:
 
 ``conditions.csv`` (:data:`CONDITION_COLUMNS`), one row per condition: ``n_images``; totals
 ``n_cells``, ``n_rosettes``, ``n_rosettes_k5``; mean and sample standard deviation over the
@@ -66,6 +70,7 @@ from .errors import SummaryError
 from .files import atomic_path
 
 __all__ = ["SummaryError", "FORMAT", "VERSION", "SUMMARY_SUFFIX", "SUMMARY_CSV", "SUMMARY_COLUMNS", "K_BINS",
+           "ROSETTE_SOURCES",
            "CONDITION_COLUMNS", "GROUPINGS", "write_image_summary", "read_image_summary", "summary_row",
            "write_summary_csv", "find_image_summaries", "condition_stats", "summarize_runs", "plot_conditions"]
 
@@ -76,8 +81,12 @@ K_BINS = (("lt5", "<5", 0, 4), ("5", "5", 5, 5), ("6", "6", 6, 6), ("7", "7", 7,
 _SCALARS = ("image", "input_kind", "n_cells", "n_cells_at_edge", "tissue_area_px", "pixel_size_um", "tissue_area_um2",
             "n_rosettes", "n_rosettes_k5", "rosettes_per_1000_cells", "rosettes_per_1000_um2", "n_cells_in_rosettes",
             "percent_cells_in_rosette")
+#: Where an image summary's rosettes came from: the network's proposals, or those checked against the
+#: vertex graph (``predict --check``).
+ROSETTE_SOURCES = ("network", "checked")
 #: Columns of ``summary.csv``.
-SUMMARY_COLUMNS = _SCALARS + ("n_vertex", "n_extrusion") + tuple(f"k_{b[0]}" for b in K_BINS) + ("k_histogram",)
+SUMMARY_COLUMNS = (_SCALARS + ("n_vertex", "n_extrusion") + tuple(f"k_{b[0]}" for b in K_BINS)
+                   + ("k_histogram", "rosettes_from"))
 _RATES = ("rosettes_per_1000_cells", "rosettes_per_1000_um2", "percent_cells_in_rosette")
 #: Columns of ``conditions.csv``.
 CONDITION_COLUMNS = (("condition", "n_images", "n_cells", "n_rosettes", "n_rosettes_k5")
@@ -100,6 +109,9 @@ def _check_summary(summary: Any, where: str) -> dict:
         raise SummaryError(f"{where}: k_histogram must map k (as text) to a count, got {hist!r}")
     if not isinstance(summary["kinds"], dict):
         raise SummaryError(f"{where}: kinds must map a kind to a count, got {summary['kinds']!r}")
+    if summary.get("rosettes_from", "network") not in ROSETTE_SOURCES:
+        raise SummaryError(f"{where}: rosettes_from must be one of {', '.join(ROSETTE_SOURCES)}, "
+                           f"got {summary['rosettes_from']!r}")
     return summary
 
 
@@ -174,6 +186,7 @@ def summary_row(summary: dict) -> dict[str, Any]:
         row[f"k_{suffix}"] = n
     row["k_histogram"] = " ".join(f"{k}:{n}" for k, n in sorted(((int(k), n) for k, n in
                                                                   summary["k_histogram"].items())))
+    row["rosettes_from"] = summary.get("rosettes_from", "network")
     return row
 
 
@@ -270,7 +283,8 @@ def summarize_runs(run_dirs: Sequence[str | os.PathLike], by: str = "folder", ou
     Raises
     ------
     SummaryError
-        Unknown ``by``, a missing run directory, an unreadable summary, or no summary at all.
+        Unknown ``by``, a missing run directory, an unreadable summary, no summary at all, or
+        checked and unchecked rosettes mixed.
     """
     if by not in GROUPINGS:
         raise SummaryError(f"unknown grouping --by {by!r}; choose one of {', '.join(GROUPINGS)}")
@@ -279,6 +293,7 @@ def summarize_runs(run_dirs: Sequence[str | os.PathLike], by: str = "folder", ou
     if not run_dirs:
         raise SummaryError("summarize: give at least one run directory")
     groups: dict[Path, list[dict]] = {}
+    example: dict[str, Path] = {}
     for run in run_dirs:
         run = Path(run)
         files = find_image_summaries(run)
@@ -286,7 +301,13 @@ def summarize_runs(run_dirs: Sequence[str | os.PathLike], by: str = "folder", ou
             raise SummaryError(f"{run}: no *{SUMMARY_SUFFIX} image summaries (is it a rosette-bmz predict output?)")
         for f in files:
             key = (f.parent if by == "folder" else run).resolve()
-            groups.setdefault(key, []).append(read_image_summary(f))
+            s = read_image_summary(f)
+            example.setdefault(s.get("rosettes_from", "network"), f)
+            groups.setdefault(key, []).append(s)
+    if len(example) > 1:
+        raise SummaryError(f"the runs mix rosettes checked against the vertex graph (predict --check; e.g. "
+                           f"{example['checked']}) with the network's own (e.g. {example['network']}): the counts "
+                           "are not comparable; predict every condition the same way")
     names = _labels(list(groups))
     conditions = [condition_stats(names[k], v) for k, v in groups.items()]
     images = [(names[k], s) for k, v in groups.items() for s in v]

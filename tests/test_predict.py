@@ -587,7 +587,8 @@ def test_predict_cli_check_writes_checked_rosettes(tmp_path, capsys):
             if int(r["k"]) >= MIN_MULTIPLICITY or float(r["max_prob"]) > CHECK_SURE}
     assert {(r["centroid_y"], r["centroid_x"]) for r in net} == kept and len(kept) < len(plain)
     summary = (tmp_path / "checked" / "img_summary.json").read_text()
-    assert f'"n_rosettes": {len(checked)}' in summary
+    assert f'"n_rosettes": {len(checked)}' in summary and '"rosettes_from": "checked"' in summary
+    assert '"rosettes_from": "network"' in (tmp_path / "plain" / "img_summary.json").read_text()
     # the check reads the quantities' vertex graph: refused without them, in one line
     capsys.readouterr()
     rc = main(["predict", str(tmp_path / "img.tif"), "--model", str(ROOT / "rdf.yaml"), "--out",

@@ -179,8 +179,10 @@ def test_image_summary_hand_computed():
         "pixel_size_um": 0.5, "tissue_area_um2": 1024.0, "n_rosettes": 2, "n_rosettes_k5": 1,
         "rosettes_per_1000_cells": round(2000 / 6, 6), "rosettes_per_1000_um2": round(2000 / 1024, 6),
         "n_cells_in_rosettes": 5, "percent_cells_in_rosette": round(500 / 6, 6),
-        "k_histogram": {"0": 1, "5": 1}, "kinds": {"vertex": 1, "extrusion": 0, "none": 1}}
+        "k_histogram": {"0": 1, "5": 1}, "kinds": {"vertex": 1, "extrusion": 0, "none": 1},
+        "rosettes_from": "network"}
     assert json.loads(json.dumps(s)) == s                                # JSON-safe
+    assert Q.image_summary(lab, described, name="hand", checked=True)["rosettes_from"] == "checked"
     bare = Q.image_summary(lab, described)
     assert bare["pixel_size_um"] is bare["tissue_area_um2"] is bare["rosettes_per_1000_um2"] is None
     empty = Q.image_summary(np.zeros((8, 8), np.int32), [])
@@ -343,11 +345,13 @@ def test_image_summary_json_and_summary_csv(tmp_path):
         "pixel_size_um": "0.5", "tissue_area_um2": "1024", "n_rosettes": "2", "n_rosettes_k5": "1",
         "rosettes_per_1000_cells": "333.3333", "rosettes_per_1000_um2": "1.9531", "n_cells_in_rosettes": "5",
         "percent_cells_in_rosette": "83.3333", "n_vertex": "1", "n_extrusion": "0",
-        "k_lt5": "1", "k_5": "1", "k_6": "0", "k_7": "0", "k_8plus": "0", "k_histogram": "0:1 5:1"}
+        "k_lt5": "1", "k_5": "1", "k_6": "0", "k_7": "0", "k_8plus": "0", "k_histogram": "0:1 5:1",
+        "rosettes_from": "network"}
     assert (rows[1]["pixel_size_um"], rows[1]["rosettes_per_1000_um2"], rows[1]["rosettes_per_1000_cells"]) == \
         ("", "", "30")
     assert [rows[1][f"k_{b}"] for b in ("lt5", "5", "6", "7", "8plus")] == ["1", "2", "1", "0", "2"]
     assert rows[1]["k_histogram"] == "3:1 5:2 6:1 9:2" and rows[1]["n_extrusion"] == "2"
+    assert rows[1]["rosettes_from"] == "network"          # a summary written before the field existed
 
 
 def test_summary_files_reject_bad_input(tmp_path):
@@ -436,7 +440,16 @@ def test_summarize_runs_groupings_and_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(S.SummaryError, match="empty: no \\*_summary.json"):
         S.summarize_runs([tmp_path / "empty"], out=tmp_path / "o3")
-    assert not (tmp_path / "o3").exists()
+    # checked (predict --check) and unchecked counts are not compared
+    _write_run(tmp_path / "checked" / "drug", [{**fake_summary("dc", 100, {5: 2}), "rosettes_from": "checked"}])
+    with pytest.raises(S.SummaryError, match="mix rosettes checked against the vertex graph .*dc_summary.json.* "
+                                             "with the network's own"):
+        S.summarize_runs([tmp_path / "exp" / "day1", tmp_path / "checked"], out=tmp_path / "o3")
+    res = S.summarize_runs([tmp_path / "checked"], out=tmp_path / "o4")
+    assert res["images"][0][1]["rosettes_from"] == "checked"
+    with pytest.raises(S.SummaryError, match="rosettes_from must be one of network, checked, got 'tta'"):
+        S.write_image_summary(tmp_path / "x_summary.json", {**fake_summary("x", 10, {}), "rosettes_from": "tta"})
+    assert not (tmp_path / "o3").exists() and not (tmp_path / "x_summary.json").exists()
 
 
 def test_figure_without_scalable_fonts_says_so(tmp_path, monkeypatch):

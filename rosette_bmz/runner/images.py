@@ -250,7 +250,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 rows = describe_proposals(labels, rows, cells, vertices=vertices)
                 if check:
                     labels, rows = check_proposals(labels, rows, cells, prob, vertices=vertices)
-                summary = image_summary(cells, rows, pixel_size, name=stem)
+                summary = image_summary(cells, rows, pixel_size, name=stem, checked=check)
                 write_rosette_csv(tmps["csv"], rows)
                 write_image_summary(tmps["summary"], summary)
             else:
