@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from rosette_bmz.inputs import from_outlines  # noqa: E402
 from rosette_bmz.proposals import find_proposals  # noqa: E402
-from rosette_bmz.quantities import cell_vertices, cells_for, check_proposals, describe_proposals  # noqa: E402
+from rosette_bmz.quantities import check_image_proposals  # noqa: E402
 from rosette_bmz.runner import load_predictor, predict  # noqa: E402
 from rosette_bmz.synth import generate_world  # noqa: E402
 
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     with load_predictor(args.model, "onnx") as pred:
         prob = predict(from_outlines(g.outlines), pred, mode="published")
     labels, rows = find_proposals(prob)
-    cells = cells_for(g.outlines, "outlines")
-    vertices = cell_vertices(cells)
-    rows = describe_proposals(labels, rows, cells, vertices=vertices)
-    checked, checked_rows = check_proposals(labels, rows, cells, prob, vertices=vertices)
+    checked, checked_rows = check_image_proposals(labels, rows, prob, g.outlines)
+    ids = np.arange(1, len(rows) + 1)
     kept_ids = np.zeros(len(rows) + 1, bool)
-    kept_ids[[r["id"] for r in rows if (checked[labels == r["id"]] > 0).any()]] = True
+    kept_ids[1:] = ndi.maximum(checked > 0, labels, ids) if len(rows) else []
+    on_rosette = np.zeros(len(rows) + 1, bool)
+    on_rosette[1:] = ndi.maximum(g.rosettes > 0, labels, ids) if len(rows) else []
     kept = kept_ids[labels]
     dropped = (labels > 0) & ~kept
     added_ids = [r["id"] for r in checked_rows if r["source"] == "vertex"]
@@ -90,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     d = ImageDraw.Draw(canvas)
     n_kept = int(kept_ids[1:].sum())
     counts = {"kept": n_kept, "dropped": len(rows) - n_kept, "added": len(added_ids)}
-    on_truth = {"kept": sum(bool((g.rosettes[labels == r["id"]] > 0).any()) for r in rows if kept_ids[r["id"]]),
-                "dropped": sum(bool((g.rosettes[labels == r["id"]] > 0).any()) for r in rows if not kept_ids[r["id"]]),
-                "added": sum(bool((g.rosettes[checked == i] > 0).any()) for i in added_ids)}
+    on_truth = {"kept": int((on_rosette & kept_ids)[1:].sum()), "dropped": int((on_rosette & ~kept_ids)[1:].sum()),
+                "added": int(np.sum(ndi.maximum(g.rosettes > 0, checked, added_ids))) if added_ids else 0}
     x = 8
     for name, text in (("kept", "kept"), ("dropped", "dropped"), ("added", "added")):
         d.rectangle([x, im.height + 10, x + 14, im.height + 24], fill=COLOURS[name])

@@ -247,13 +247,10 @@ def checked_probability(outlines: np.ndarray, prob: np.ndarray, threshold: float
     """The proposals of ``prob`` checked against the vertex graph of the ``outlines`` it was predicted
     from (``rosette-bmz predict --check``), as a 0/1 map (``name`` names the outlines in errors)."""
     from .proposals import find_proposals
-    from .quantities import cell_vertices, cells_for, check_proposals, describe_proposals
+    from .quantities import check_image_proposals
 
     labels, rows = find_proposals(prob, threshold, min_size)
-    cells = cells_for(outlines, "outlines", name=name)
-    vertices = cell_vertices(cells)
-    rows = describe_proposals(labels, rows, cells, vertices=vertices)
-    checked, _ = check_proposals(labels, rows, cells, prob, vertices=vertices)
+    checked, _ = check_image_proposals(labels, rows, prob, outlines, "outlines", name)
     return (checked > 0).astype(np.float32)
 
 

@@ -131,7 +131,7 @@ from .proposals import write_csv
 
 __all__ = ["QuantityError", "Cells", "TOPOLOGY_COLUMNS", "SMALL_CELL_FRACTION", "MERGE_DISTANCE",
            "OUTLINE_MERGE_DISTANCE", "cells_for", "typical_cell_diameter", "cell_vertices", "describe_proposals",
-           "check_proposals", "image_summary",
+           "check_proposals", "check_image_proposals", "image_summary",
            "topology_values", "write_rosette_csv"]
 
 #: Columns :func:`describe_proposals` adds to a proposal row (and :func:`write_rosette_csv` to the CSV).
@@ -430,6 +430,17 @@ def check_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], cells: Ce
                          "central": central, "vertex_y": float(v["y"]), "vertex_x": float(v["x"]),
                          "note": "", "source": "vertex"})
     return out, out_rows
+
+
+def check_image_proposals(proposal_labels: np.ndarray, rows: Sequence[dict], prob: np.ndarray, image: np.ndarray,
+                          input_kind: str = "outlines", name: str | None = None) -> tuple[np.ndarray, list[dict]]:
+    """:func:`check_proposals` from the input image itself: its cells (:func:`cells_for`), their
+    vertex graph (computed once), the proposals described and checked. ``rows`` as
+    :func:`~rosette_bmz.proposals.find_proposals` gives them; returns the checked labels and rows."""
+    cells = cells_for(image, input_kind, name=name)
+    vertices = cell_vertices(cells)
+    described = describe_proposals(proposal_labels, rows, cells, vertices=vertices)
+    return check_proposals(proposal_labels, described, cells, prob, vertices=vertices)
 
 
 def _topology_rows(rows: Iterable[dict], what: str) -> list[dict]:

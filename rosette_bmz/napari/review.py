@@ -262,12 +262,9 @@ def detect(image: np.ndarray, input_kind: str, predictor: Any, threshold: float 
     prob = predict(x, predictor, tta=tta)
     labels, rows = find_proposals(prob, threshold, min_size)
     if check:
-        from ..quantities import cell_vertices, cells_for, check_proposals, describe_proposals
+        from ..quantities import check_image_proposals
 
-        cells = cells_for(np.asarray(image), input_kind, name)
-        vertices = cell_vertices(cells)
-        rows = describe_proposals(labels, rows, cells, vertices=vertices)
-        labels, rows = check_proposals(labels, rows, cells, prob, vertices=vertices)
+        labels, rows = check_image_proposals(labels, rows, prob, np.asarray(image), input_kind, name)
     return prob, labels, rows
 
 
