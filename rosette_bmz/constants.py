@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["DIVISOR", "DEFAULT_HALO", "INPUT_KINDS", "IMAGE_SUFFIXES", "BACKENDS", "PAD_MODES", "THRESHOLD",
            "MIN_PROPOSAL_SIZE", "DEFAULT_DECOY_RADIUS", "PUBLISHED_WINDOW", "PUBLISHED_OVERLAP", "PACKAGE_MIN_SIZE",
            "MIN_IMAGE_SIZE", "ZARR_SUFFIX", "DASK_CHUNK", "MIN_MULTIPLICITY", "MERGE_DISTANCE",
-           "NEAR_MISS_DISTANCE", "CHECK_SURE", "CHECK_SUPPORT",
+           "NEAR_MISS_DISTANCE", "CHECK_SURE", "CHECK_SUPPORT", "ROSETTE_SOURCES",
            "SMALL_CELL_FRACTION", "OUTLINE_STYLES", "TILINGS", "TISSUE_FREE_SHAPES", "EVAL_TRUTHS", "SYNTH_TRUTHS",
            "RDF_CONFIG_KEY",
            "PRECISIONS",
@@ -90,6 +90,11 @@ CHECK_SURE = 0.9
 #: probability on its rosette mask is above this. Both measured on the nine generalisation sets
 #: (benchmarks/check_settings.py, docs/metrics.md "Checked proposals").
 CHECK_SUPPORT = 0.2
+
+#: Where a run's rosettes came from (``"rosettes_from"`` of an image summary): the network's own
+#: proposals, or those checked against the vertex graph (``predict --check``). The first is the
+#: default (summaries written before the field existed).
+ROSETTE_SOURCES: tuple[str, ...] = ("network", "checked")
 
 #: An extruding cell is smaller than this fraction of the median area of its own neighbours
 #: (extruding cells measured 0.15-0.41, ordinary cells with >= 5 neighbours >= 0.56).

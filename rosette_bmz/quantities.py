@@ -123,7 +123,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .baseline import LABEL_GAP_FILL, cells_from_outlines, find_vertices, grow_cells, rosette_masks
-from .constants import CHECK_SUPPORT, CHECK_SURE, MERGE_DISTANCE, MIN_MULTIPLICITY, SMALL_CELL_FRACTION
+from .constants import (CHECK_SUPPORT, CHECK_SURE, MERGE_DISTANCE, MIN_MULTIPLICITY, ROSETTE_SOURCES,
+                        SMALL_CELL_FRACTION)
 from .errors import QuantityError
 from .files import atomic_path
 from .inputs import build_input
@@ -535,7 +536,7 @@ def image_summary(cells: Cells | np.ndarray, rows: Iterable[dict], pixel_size: f
         "percent_cells_in_rosette": ratio(len(in_rosette), n_cells, 100.0),
         "k_histogram": {str(k): hist[k] for k in sorted(hist)},
         "kinds": kinds,
-        "rosettes_from": "checked" if checked else "network",
+        "rosettes_from": ROSETTE_SOURCES[1] if checked else ROSETTE_SOURCES[0],
     }
 
 

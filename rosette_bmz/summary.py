@@ -65,12 +65,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .constants import GROUPINGS, SUMMARY_CSV, SUMMARY_SUFFIX
+from .constants import GROUPINGS, ROSETTE_SOURCES, SUMMARY_CSV, SUMMARY_SUFFIX
 from .errors import SummaryError
 from .files import atomic_path
 
 __all__ = ["SummaryError", "FORMAT", "VERSION", "SUMMARY_SUFFIX", "SUMMARY_CSV", "SUMMARY_COLUMNS", "K_BINS",
-           "ROSETTE_SOURCES",
+           "ROSETTE_SOURCES", "rosettes_from",
            "CONDITION_COLUMNS", "GROUPINGS", "write_image_summary", "read_image_summary", "summary_row",
            "write_summary_csv", "find_image_summaries", "condition_stats", "summarize_runs", "plot_conditions"]
 
@@ -81,9 +81,6 @@ K_BINS = (("lt5", "<5", 0, 4), ("5", "5", 5, 5), ("6", "6", 6, 6), ("7", "7", 7,
 _SCALARS = ("image", "input_kind", "n_cells", "n_cells_at_edge", "tissue_area_px", "pixel_size_um", "tissue_area_um2",
             "n_rosettes", "n_rosettes_k5", "rosettes_per_1000_cells", "rosettes_per_1000_um2", "n_cells_in_rosettes",
             "percent_cells_in_rosette")
-#: Where an image summary's rosettes came from: the network's proposals, or those checked against the
-#: vertex graph (``predict --check``).
-ROSETTE_SOURCES = ("network", "checked")
 #: Columns of ``summary.csv``.
 SUMMARY_COLUMNS = (_SCALARS + ("n_vertex", "n_extrusion") + tuple(f"k_{b[0]}" for b in K_BINS)
                    + ("k_histogram", "rosettes_from"))
@@ -98,6 +95,11 @@ CONDITION_COLUMNS = (("condition", "n_images", "n_cells", "n_rosettes", "n_roset
 
 
 # ----------------------------------------------------------------------------- per image
+def rosettes_from(summary: dict) -> str:
+    """Where a summary's rosettes came from (:data:`ROSETTE_SOURCES`; older summaries: the network)."""
+    return summary.get("rosettes_from", ROSETTE_SOURCES[0])
+
+
 def _check_summary(summary: Any, where: str) -> dict:
     if not isinstance(summary, dict):
         raise SummaryError(f"{where}: an image summary must be a JSON object, got {type(summary).__name__}")
@@ -109,7 +111,7 @@ def _check_summary(summary: Any, where: str) -> dict:
         raise SummaryError(f"{where}: k_histogram must map k (as text) to a count, got {hist!r}")
     if not isinstance(summary["kinds"], dict):
         raise SummaryError(f"{where}: kinds must map a kind to a count, got {summary['kinds']!r}")
-    if summary.get("rosettes_from", "network") not in ROSETTE_SOURCES:
+    if rosettes_from(summary) not in ROSETTE_SOURCES:
         raise SummaryError(f"{where}: rosettes_from must be one of {', '.join(ROSETTE_SOURCES)}, "
                            f"got {summary['rosettes_from']!r}")
     return summary
@@ -186,7 +188,7 @@ def summary_row(summary: dict) -> dict[str, Any]:
         row[f"k_{suffix}"] = n
     row["k_histogram"] = " ".join(f"{k}:{n}" for k, n in sorted(((int(k), n) for k, n in
                                                                   summary["k_histogram"].items())))
-    row["rosettes_from"] = summary.get("rosettes_from", "network")
+    row["rosettes_from"] = rosettes_from(summary)
     return row
 
 
@@ -302,11 +304,12 @@ def summarize_runs(run_dirs: Sequence[str | os.PathLike], by: str = "folder", ou
         for f in files:
             key = (f.parent if by == "folder" else run).resolve()
             s = read_image_summary(f)
-            example.setdefault(s.get("rosettes_from", "network"), f)
+            example.setdefault(rosettes_from(s), f)
             groups.setdefault(key, []).append(s)
     if len(example) > 1:
+        network, checked = ROSETTE_SOURCES
         raise SummaryError(f"the runs mix rosettes checked against the vertex graph (predict --check; e.g. "
-                           f"{example['checked']}) with the network's own (e.g. {example['network']}): the counts "
+                           f"{example[checked]}) with the network's own (e.g. {example[network]}): the counts "
                            "are not comparable; predict every condition the same way")
     names = _labels(list(groups))
     conditions = [condition_stats(names[k], v) for k, v in groups.items()]
