@@ -43,16 +43,15 @@ TEST_SEEDS = range(7000, 7006)
 OLD_SEEDS = range(9100, 9112)
 POOL_SEED = 7100
 RESULTS = ROOT / "benchmarks" / "results" / "review_loop.json"
-#: How the rounds' results are scored (``--tta``: the mean over the 8 rotations / flips).
-SCORING = {"tta": False}
 #: The review round's forgetting guards and arithmetic, as the runs used them (filled by one_round).
 ROUND_CONFIG: dict = {}
 FIGURE = ROOT / "docs" / "review_loop.png"
 
 
-def score(model: Path, seeds, world: dict | str) -> dict:
+def score(model: Path, seeds, world: dict | str, tta: bool = False) -> dict:
     """Event recall / precision of ``model`` on images of ``world`` (generate() arguments, or a world name);
-    ``checked``: the same for its proposals checked against the vertex graph (``predict --check``)."""
+    ``checked``: the same for its proposals checked against the vertex graph (``predict --check``);
+    ``tta``: the probability is the mean over the 8 rotations / flips."""
     from rosette_bmz.inputs import from_outlines
     from rosette_bmz.runner import load_predictor, predict
     from rosette_bmz.synth import generate_world
@@ -62,7 +61,7 @@ def score(model: Path, seeds, world: dict | str) -> dict:
     with load_predictor(model, "torch", threads=2) as pred:
         for s in seeds:
             g = generate_world(SIZE, s, world) if isinstance(world, str) else generate(SIZE, seed=s, **world)
-            prob = predict(from_outlines(g.outlines), pred, tta=SCORING["tta"])
+            prob = predict(from_outlines(g.outlines), pred, tta=tta)
             acc.add(prob, g.rosettes, g.meta.get("decoys", []), name=str(s))
             checked.add(checked_probability(g.outlines, prob), g.rosettes, g.meta.get("decoys", []), name=str(s))
     m, c = acc.summary(), checked.summary()
@@ -84,7 +83,8 @@ def corrections(folder: Path, n: int) -> Path:
     return folder
 
 
-def one_round(n: int, work: Path, quick: bool, init: Path, old_world: dict | str, changes: dict | None = None) -> dict:
+def one_round(n: int, work: Path, quick: bool, init: Path, old_world: dict | str, changes: dict | None = None,
+              tta: bool = False) -> dict:
     from rosette_bmz.training.config import TrainConfig
     from rosette_bmz.training.train import resolve_config, train
 
@@ -109,7 +109,8 @@ def one_round(n: int, work: Path, quick: bool, init: Path, old_world: dict | str
     ROUND_CONFIG.update(replay=cfg.data.replay.model_dump(), precision=cfg.optim.precision, l2sp=cfg.optim.l2sp)
     steps = cfg.optim.epochs * -(-cfg.data.samples_per_epoch // cfg.optim.batch_size)
     return {"n_images": n, "seconds": round(seconds, 1), "steps": steps, "epochs": res.epochs_run,
-            "new_world": score(res.best, TEST_SEEDS, NEW_WORLD), "old_world": score(res.best, OLD_SEEDS, old_world)}
+            "new_world": score(res.best, TEST_SEEDS, NEW_WORLD, tta),
+            "old_world": score(res.best, OLD_SEEDS, old_world, tta)}
 
 
 def draw(results: dict, path: Path) -> None:
@@ -175,7 +176,6 @@ def main(argv=None) -> None:
                     help="change a review.yaml setting for these rounds, e.g. --set data.near_miss_fraction=0.2 "
                          "(value read as YAML; repeatable)")
     args = ap.parse_args(argv)
-    SCORING["tta"] = args.tta
     import yaml
 
     changes = {}
@@ -195,13 +195,13 @@ def main(argv=None) -> None:
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared",
                "world": NEW_WORLD, "old_world": old_world, "tta": args.tta, "size": SIZE, "config": "review.yaml",
                "init": str(args.init.relative_to(ROOT) if args.init.is_relative_to(ROOT) else args.init),
-               "shipped": {"new_world": score(args.init, TEST_SEEDS, NEW_WORLD),
-                           "old_world": score(args.init, OLD_SEEDS, old_world)},
+               "shipped": {"new_world": score(args.init, TEST_SEEDS, NEW_WORLD, args.tta),
+                           "old_world": score(args.init, OLD_SEEDS, old_world, args.tta)},
                "rounds": []}
     print("shipped", results["shipped"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(v) for v in args.rounds.split(",")]:
-            r = one_round(n, Path(tmp), args.quick, args.init, old_world, changes)
+            r = one_round(n, Path(tmp), args.quick, args.init, old_world, changes, args.tta)
             r["forgetting"] = {k: round(results["shipped"]["old_world"][k] - r["old_world"][k], 4)
                                for k in ("recall", "precision")}
             results["rounds"].append(r)
