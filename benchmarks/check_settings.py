@@ -2,7 +2,7 @@
 
 :func:`rosette_bmz.quantities.check_proposals` keeps a proposal without a junction of >= 5 cells
 only when its peak probability is above ``sure`` (``CHECK_SURE``), and adds a junction of >= 5
-cells no proposal touches when the network's peak on its mask is above ``support``
+cells (the baseline's graph) no kept proposal touches when the network's peak on its mask is above ``support``
 (``CHECK_SUPPORT``). This script predicts the images of the generalisation sets once (same worlds,
 seeds and size as ``benchmarks/generalisation.py``; the package's onnx backend, published tiling)
 and scores the check at a grid of both settings with the evaluation's metrics (event recall:
@@ -34,7 +34,7 @@ from rosette_bmz.baseline import baseline_probability  # noqa: E402
 from rosette_bmz.constants import CHECK_SUPPORT, CHECK_SURE  # noqa: E402
 from rosette_bmz.inputs import from_outlines  # noqa: E402
 from rosette_bmz.proposals import find_proposals  # noqa: E402
-from rosette_bmz.quantities import cell_vertices, cells_for, check_proposals, describe_proposals  # noqa: E402
+from rosette_bmz.quantities import baseline_vertices, cells_for, check_proposals, describe_proposals  # noqa: E402
 from rosette_bmz.runner import load_predictor, predict  # noqa: E402
 from rosette_bmz.synth import generate_world  # noqa: E402
 from rosette_bmz.worlds import OTHER_WORLDS  # noqa: E402
@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
                 prob = predict(from_outlines(g.outlines, f"{name} image {i}"), predictor, mode="published")
                 labels, rows = find_proposals(prob)
                 cells = cells_for(g.outlines, "outlines")
-                vertices = cell_vertices(cells)
-                rows = describe_proposals(labels, rows, cells, vertices=vertices)
+                add_from = baseline_vertices(cells)
+                rows = describe_proposals(labels, rows, cells)
                 accs["model"].add(prob, truth, decoys, radius=radius)
                 accs["baseline"].add(baseline_probability(g.outlines), truth, decoys, radius=radius)
                 for key, (sure, support) in grid.items():
                     kept, _ = check_proposals(labels, rows, cells, prob, sure=sure, support=support,
-                                              vertices=vertices)
+                                              add_from=add_from)
                     accs[key].add((kept > 0).astype(np.float32), truth, decoys, radius=radius)
             results[name] = {k: a.summary() for k, a in accs.items()}
             d = results[name][default]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
              f"sets), model `{Path(args.model).name}` ({args.backend}, published tiling). Each row: the network's "
              "proposals checked against the vertex graph with `sure` (a proposal without a junction of >= 5 cells "
              "is kept above this peak probability; 1.0 = never) and `support` (a junction of >= 5 cells no "
-             "proposal touches is added above this peak probability on its mask; 1.0 = never). Mean event F1 on "
+             "kept proposal touches is added above this peak probability on its mask; 1.0 = never). Mean event F1 on "
              "the training world's sets (" + ", ".join(f"`{s}`" for s in train_sets) + ") and on all sets; "
              "sets with recall >= 90 % and precision >= 85 % (issue 13's targets). **Bold**: the defaults "
              f"(`CHECK_SURE` {CHECK_SURE}, `CHECK_SUPPORT` {CHECK_SUPPORT}).\n",

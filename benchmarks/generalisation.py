@@ -192,8 +192,8 @@ def main(argv=None) -> int:
           f"(`rosette-bmz synth --world NAME --seed 0`), model `{model_name}` ({args.backend} backend, "
           f"{args.mode} tiling" + (", test-time augmentation: mean of the 8 rotations / flips" if args.tta else "")
           + ")" + (", its proposals checked against the vertex graph (`rosette-bmz predict --check`: kept with "
-                   "a junction of >= 5 cells or p > 0.9, plus the junctions of >= 5 cells no proposal touches "
-                   "where p > 0.2)" if args.check else "")
+                   "a junction of >= 5 cells or p > 0.9, plus the junctions of >= 5 cells of the baseline's graph "
+                   "no kept proposal touches where p > 0.2)" if args.check else "")
           + " / baseline (vertex multiplicity on the outlines). Ground truth: the one "
           "rosette definition on each image's label image (docs/metrics.md, \"What a rosette is\"): planted and "
           "chance rosettes alike; decoys are the 4-cell junctions away from rosettes. Each cell reads "

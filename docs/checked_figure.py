@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         d.text((x + 20, im.height + 10), label, fill="black")
         x += 26 + int(d.textlength(label))
     notes = ("Black rims: true rosettes. Dropped: no junction of >= 5 cells near it and p <= 0.9;",
-             "added: a junction of >= 5 cells no proposal touches, p > 0.2 on it.",
+             "added: a junction of >= 5 cells (baseline graph) no kept proposal touches, p > 0.2 on it.",
              f"Counts for the whole image ({args.world} image {args.seed}, 1024 px); crop at y {y0}, x {x0}.")
     for i, note in enumerate(notes):
         d.text((8, im.height + 30 + 14 * i), note, fill="black")

@@ -151,6 +151,52 @@ def test_check_proposals_keeps_drops_and_adds_by_the_vertex_graph(tmp_path):
     assert [r["id"] for r in read_csv(tmp_path / "x_rosettes.csv")] == [1, 2]
 
 
+def split_six(gap: int = 4, n: int = 64) -> np.ndarray:
+    """n x n: a top and a bottom cell (1, 2) sharing a horizontal border ``gap`` px long, with two
+    cells on each side (3, 4 left; 5, 6 right): two 4-cell vertices ``gap`` px apart, one 6-cell
+    junction when merged."""
+    yy, xx = np.mgrid[:n, :n].astype(float)
+    c = n / 2
+    x1, x2 = c - gap / 2, c + gap / 2
+    up = yy < c
+    lab = np.where(up, 1, 2).astype(np.int32)
+    for side, x0, a, b in ((xx < x1, x1, 3, 4), (xx >= x2, x2, 5, 6)):
+        flat = np.abs(yy - c + 0.5) <= np.abs(xx - x0) + 0.5   # not within 45 degrees of vertical
+        lab[side & flat & up], lab[side & flat & ~up] = a, b
+    return lab
+
+
+def test_check_adds_from_the_baseline_graph_and_a_dropped_proposal_hides_nothing():
+    lab = split_six(4)
+    # the k column's outline graph merges the two 4-cell vertices 4 px apart (k = 6); the
+    # baseline's (the definition's 3.5 px) does not
+    outline_cells = Q.Cells(lab, None, "outlines")
+    assert sorted(v["k"] for v in Q.cell_vertices(outline_cells)) == [6]
+    assert sorted(v["k"] for v in Q.baseline_vertices(outline_cells)) == [4, 4]
+    prob = np.zeros(lab.shape, np.float32)
+    prob[disc(lab.shape, 32, 32, 6)] = 0.6
+    plab, rows = find_proposals(prob)
+    described = Q.describe_proposals(plab, rows, outline_cells)
+    assert [r["k"] for r in described] == [6]
+    out, checked = Q.check_proposals(plab, described, outline_cells, prob)   # kept: k >= 5
+    assert [(r["source"], r["k"]) for r in checked] == [("network", 6)] and ((out > 0) == (plab > 0)).all()
+    weak = np.where(plab > 0, 0.3, 0).astype(np.float32)                    # seen, not proposed
+    out, checked = Q.check_proposals(np.zeros_like(plab), [], outline_cells, weak)
+    assert checked == [] and not out.any()                                  # nothing added: no 6-cell junction
+
+    # a proposal the check drops (no junction near it) does not hide the junction its pixels lie on
+    lab = three_junctions()
+    prob = np.zeros(lab.shape, np.float32)
+    prob[disc(lab.shape, 32, 182, 4)] = 0.6            # in the 6-cell junction's mask, 22 px from it
+    plab, rows = find_proposals(prob)
+    (row,) = Q.describe_proposals(plab, rows, lab)
+    assert row["k"] < 5
+    out, checked = Q.check_proposals(plab, [row], lab, prob)
+    assert [(r["source"], r["k"]) for r in checked] == [("vertex", 6)]
+    assert abs(checked[0]["vertex_x"] - 160.3) < 2 and checked[0]["max_prob"] == pytest.approx(0.6)
+    assert out[32, 160] == 1 and out[32, 182] == 1      # the junction's mask, through the dropped proposal
+
+
 def test_check_proposals_refuses_bad_input():
     lab = three_junctions()
     prob = np.zeros(lab.shape, np.float32)

@@ -241,15 +241,14 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, input_kind: str,
                 labels, rows = find_proposals(prob, threshold, min_size)
                 write_tiff(tmps["prob"], prob)
             if quantities:
-                from ..quantities import (cell_vertices, cells_for, check_proposals, describe_proposals, image_summary,
+                from ..quantities import (cells_for, check_proposals, describe_proposals, image_summary,
                                           write_rosette_csv)
                 from ..summary import write_image_summary
 
                 cells = cells_for(raw, input_kind, name=name)
-                vertices = cell_vertices(cells)
-                rows = describe_proposals(labels, rows, cells, vertices=vertices)
+                rows = describe_proposals(labels, rows, cells)
                 if check:
-                    labels, rows = check_proposals(labels, rows, cells, prob, vertices=vertices)
+                    labels, rows = check_proposals(labels, rows, cells, prob)
                 summary = image_summary(cells, rows, pixel_size, name=stem, checked=check)
                 write_rosette_csv(tmps["csv"], rows)
                 write_image_summary(tmps["summary"], summary)
