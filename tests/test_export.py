@@ -267,6 +267,15 @@ def test_validation_section_reads_the_evaluation_report(tmp_path):
     (tmp_path / "weights.eval.json").write_text(json.dumps({"table_markdown": table, "data": "/x/synth_val"}))
     section = _validation_section(ckpt)
     assert table in section and "synth_val" in section and "Not evaluated" not in section
+    # generalisation tables beside the checkpoint: the network's, then the checked one, in that order
+    (tmp_path / "weights.generalisation_checked_tta.md").write_text("# t\n\ntext\n\n| set | r |\n|---|---|\n| `b` | 2 |\n")
+    section = _validation_section(ckpt)
+    assert "**The same sets with the package's check** (from `weights.generalisation_checked_tta.md`" in section
+    assert section.endswith("| set | r |\n|---|---|\n| `b` | 2 |") and "**Other worlds**" not in section
+    (tmp_path / "weights.generalisation.md").write_text("| set | r |\n|---|---|\n| `a` | 1 |\n")
+    section = _validation_section(ckpt)
+    assert section.index("**Other worlds**") < section.index("| `a` | 1 |") < section.index("package's check")
+    assert "text" not in section                                         # only the table rows are taken
     (tmp_path / "weights.eval.json").write_text("{broken")
     assert _validation_section(ckpt).startswith("Not evaluated")
 

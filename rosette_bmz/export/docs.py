@@ -50,21 +50,38 @@ def render_cover(channels: np.ndarray, prob: np.ndarray, path: Path) -> Path:
     return path
 
 
+#: Generalisation tables (``benchmarks/generalisation.py``) the model card shows when they lie beside
+#: the checkpoint: file suffix, and the sentence before the table.
+_GENERALISATION_TABLES = (
+    (".generalisation.md",
+     "**Other worlds** (from `{name}`, `benchmarks/generalisation.py`): synthetic test sets, most with one "
+     "setting outside the training range (second column); each cell reads **model / baseline** (the classical "
+     "vertex-multiplicity detector)."),
+    (".generalisation_checked_tta.md",
+     "**The same sets with the package's check** (from `{name}`, `benchmarks/generalisation.py --tta --check`): "
+     "`rosette-bmz predict --tta --check` averages the network over the 8 rotations / flips and checks its "
+     "proposals against the vertex graph of the same cells (kept with a junction of >= 5 cells or p > 0.9; "
+     "junctions of >= 5 cells the network half-saw added). The probability map it writes stays the network's; "
+     "these numbers score the rosettes it reports (bioimage.io consumers get the map only). Each cell reads "
+     "**checked / baseline**."),
+)
+
+
 def validation_section(checkpoint: Path) -> str:
     """The package README's Validation: ``<stem>.eval.json`` (``rosette-bmz evaluate --out``) and,
-    when present, the generalisation table ``<stem>.generalisation.md`` beside the checkpoint."""
+    when present, the generalisation tables beside the checkpoint (:data:`_GENERALISATION_TABLES`)."""
     text = _evaluation_text(checkpoint)
-    other = checkpoint.with_name(checkpoint.stem + ".generalisation.md")
-    if other.is_file():
+    for suffix, intro in _GENERALISATION_TABLES:
+        other = checkpoint.with_name(checkpoint.stem + suffix)
+        if not other.is_file():
+            continue
         try:
             table = "\n".join(ln for ln in other.read_text(encoding="utf-8").splitlines() if ln.startswith("|"))
         except OSError as exc:
             log.warning("ignoring unreadable generalisation table %s: %s", other, exc)
             table = ""
         if table:
-            text += ("\n\n**Other worlds** (from `" + other.name + "`, `benchmarks/generalisation.py`): synthetic "
-                     "test sets, most with one setting outside the training range (second column); each cell reads "
-                     "**model / baseline** (the classical vertex-multiplicity detector).\n\n" + table)
+            text += "\n\n" + intro.format(name=other.name) + "\n\n" + table
     return text
 
 
