@@ -87,8 +87,8 @@ NEAR_MISS_DISTANCE = 2 * MERGE_DISTANCE
 #: (``k`` < 5) is kept only when the network is surer than this of it ...
 CHECK_SURE = 0.9
 #: ... and a junction of >= 5 cells (the baseline's graph) that no kept proposal touches is added
-#: when the network's peak probability on its rosette mask is above this. Both measured on the nine generalisation sets
-#: (benchmarks/check_settings.py, docs/metrics.md "Checked proposals").
+#: when the network's peak probability on its rosette mask is above this. Both measured on the
+#: nine generalisation sets (benchmarks/check_settings.py, docs/metrics.md "Checked proposals").
 CHECK_SUPPORT = 0.2
 
 #: Where a run's rosettes came from (``"rosettes_from"`` of an image summary): the network's own

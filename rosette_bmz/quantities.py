@@ -134,8 +134,7 @@ from .proposals import write_csv
 
 __all__ = ["QuantityError", "Cells", "TOPOLOGY_COLUMNS", "SMALL_CELL_FRACTION", "MERGE_DISTANCE",
            "OUTLINE_MERGE_DISTANCE", "cells_for", "typical_cell_diameter", "cell_vertices", "baseline_vertices",
-           "describe_proposals",
-           "check_proposals", "check_image_proposals", "image_summary",
+           "describe_proposals", "check_proposals", "check_image_proposals", "image_summary",
            "topology_values", "write_rosette_csv"]
 
 #: Columns :func:`describe_proposals` adds to a proposal row (and :func:`write_rosette_csv` to the CSV).

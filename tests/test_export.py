@@ -268,7 +268,8 @@ def test_validation_section_reads_the_evaluation_report(tmp_path):
     section = _validation_section(ckpt)
     assert table in section and "synth_val" in section and "Not evaluated" not in section
     # generalisation tables beside the checkpoint: the network's, then the checked one, in that order
-    (tmp_path / "weights.generalisation_checked_tta.md").write_text("# t\n\ntext\n\n| set | r |\n|---|---|\n| `b` | 2 |\n")
+    checked_table = tmp_path / "weights.generalisation_checked_tta.md"
+    checked_table.write_text("# t\n\ntext\n\n| set | r |\n|---|---|\n| `b` | 2 |\n")
     section = _validation_section(ckpt)
     assert "**The same sets with the package's check** (from `weights.generalisation_checked_tta.md`" in section
     assert section.endswith("| set | r |\n|---|---|\n| `b` | 2 |") and "**Other worlds**" not in section
