@@ -3,8 +3,9 @@
 :func:`rosette_bmz.quantities.check_proposals` keeps a proposal without a junction of >= 5 cells
 only when its peak probability is above ``sure`` (``CHECK_SURE``), and adds a junction of >= 5
 cells (the baseline's graph) no kept proposal touches when the network's peak on its mask is
-above ``support`` (``CHECK_SUPPORT``). This script predicts the images of the generalisation sets once (same worlds,
-seeds and size as ``benchmarks/generalisation.py``; the package's onnx backend, published tiling)
+above ``support`` (``CHECK_SUPPORT``). This script predicts the images of the generalisation sets
+once (same worlds, seeds and size as ``benchmarks/generalisation.py``; the package's onnx backend,
+published tiling)
 and scores the check at a grid of both settings with the evaluation's metrics (event recall:
 rosettes with a pixel of a kept rosette; event precision: kept rosettes on a rosette), next to the
 network alone and the classical baseline. The defaults were set before this grid (stop 30, from
