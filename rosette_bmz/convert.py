@@ -63,6 +63,14 @@ def save_state_dict_bytes(state) -> bytes:
     return buf.getvalue()
 
 
+def _torchscript_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+    with torch.no_grad():
+        traced = torch.jit.trace(model.eval(), example, check_trace=False, _store_inputs=False)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    return strip_torchscript_debug(buf.getvalue())
+
+
 def to_torchscript(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
     """Trace ``model`` (eval mode) on ``example`` and save it as TorchScript.
 
@@ -71,13 +79,10 @@ def to_torchscript(model: torch.nn.Module, path: str | os.PathLike, example: tor
     so for byte-identical files across exports use :func:`to_torchscript_reproducible`.
     """
     path = Path(path)
-    with torch.no_grad():
-        traced = torch.jit.trace(model.eval(), example, check_trace=False, _store_inputs=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf)
+    data = _torchscript_bytes(model, example)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(strip_torchscript_debug(buf.getvalue()))
+        tmp.write_bytes(data)
     return path
 
 
@@ -88,29 +93,41 @@ def to_torchscript_reproducible(callable_name: str, kwargs: dict, weights: str |
     TorchScript numbers the classes it creates per process (``___torch_mangle_N``), so tracing
     a second model in the same process writes different bytes. A fresh interpreter makes the
     file a function of the weights, the architecture and the torch version only.
+
+    The interpreter hands the archive back on its stdout and this process writes the file:
+    a child never writes into the package, so an export killed mid-trace leaves no orphan
+    that could write into (or re-create) its build folder after it was cleaned up.
     """
     path = Path(path)
     args = {"callable": callable_name, "kwargs": kwargs, "weights": str(Path(weights).resolve()),
-            "path": str(path.resolve()), "shape": list(example_shape)}
+            "shape": list(example_shape)}
     env = dict(os.environ, PYTHONHASHSEED="0")
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run([sys.executable, "-m", "rosette_bmz.convert", json.dumps(args)],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+                          capture_output=True, env=env)
+    if proc.returncode != 0 or not proc.stdout.startswith(b"PK"):
+        err = (proc.stderr or b"").decode(errors="replace").strip() or f"exit status {proc.returncode}, no archive"
+        tail = "\n".join(err.splitlines()[-8:])
         raise ConversionError(f"TorchScript tracing of {callable_name}({kwargs}) failed:\n{tail}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(proc.stdout)
     return path
 
 
 def _torchscript_main(argv: list[str]) -> int:
+    """Child of :func:`to_torchscript_reproducible`: the TorchScript archive goes to stdout."""
     from . import model as arch
 
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())   # stray prints cannot corrupt the archive
     args = json.loads(argv[0])
     module = getattr(arch, args["callable"])(**args["kwargs"])
     state = torch.load(args["weights"], map_location="cpu", weights_only=True)
     module.load_state_dict(state, strict=True)
-    to_torchscript(module.eval(), args["path"], torch.zeros(args["shape"], dtype=torch.float32))
+    with out:
+        out.write(_torchscript_bytes(module.eval(), torch.zeros(args["shape"], dtype=torch.float32)))
     return 0
 
 

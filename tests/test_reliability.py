@@ -205,6 +205,38 @@ def test_killed_export_leaves_nothing_after_the_next_export(tiny_state, tmp_path
     assert "rosette-export-oldversion" in r.stderr   # reported, not deleted
 
 
+def test_tracing_child_writes_no_file_and_its_archive_loads(tiny_state, tmp_path):
+    """The TorchScript child of an export hands its archive back on stdout and writes nothing.
+
+    CI once saw a killed export's build folder come back after the next export had removed it:
+    the tracing child outlived its killed parent and re-created the folder to write its file.
+    """
+    import io
+    import json
+
+    import torch
+
+    from rosette_bmz.convert import to_torchscript_reproducible
+
+    weights = tmp_path / "w.pt"
+    torch.save(tiny_state, weights)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    args = {"callable": "AttentionUNet", "kwargs": {"base_channels": 4}, "weights": str(weights),
+            "path": str(work / "gone" / "x.pt"), "shape": [1, 2, 64, 64]}
+    r = subprocess.run([sys.executable, "-m", "rosette_bmz.convert", json.dumps(args)], cwd=work,
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list(work.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "w.pt"]
+    module = torch.jit.load(io.BytesIO(r.stdout))   # the archive, nothing else on stdout
+    x = torch.rand(1, 2, 64, 64)
+    assert module(x).shape == (1, 1, 64, 64)
+    out = to_torchscript_reproducible("AttentionUNet", {"base_channels": 4}, weights, tmp_path / "ts.pt",
+                                      (1, 2, 64, 64))
+    assert out.read_bytes() == r.stdout   # the parent writes the same bytes
+
+
 # ----------------------------------------------------------------------------- 5. tiny images
 @pytest.mark.parametrize("side", [1, 15, 31])
 def test_tiny_images_are_refused(image, tmp_path, side):
