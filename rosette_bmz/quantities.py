@@ -118,7 +118,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -157,11 +157,14 @@ class Cells:
     ``labels``: int32 (H, W), one id per cell, 0 = no tissue. ``blur``: for outline input, each
     pixel's distance (px) to the nearest cell interior (the baseline's adaptive vertex merging
     uses it); None for label input. ``input_kind``: "labels", "outlines" or "channels".
+    The vertex graphs :func:`cell_vertices` computes are kept with it, so describing and checking
+    the same cells reads each graph once (treat ``labels`` and ``blur`` as read-only).
     """
 
     labels: np.ndarray
     blur: np.ndarray | None = None
     input_kind: str = "labels"
+    _graphs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 def cells_for(image: np.ndarray, input_kind: str = "outlines", name: str | None = None) -> Cells:
@@ -229,8 +232,11 @@ def cell_vertices(cells: Cells | np.ndarray, *, merge_distance: float | None = N
     c = _as_cells(cells)
     if merge_distance is None:
         merge_distance = MERGE_DISTANCE if c.input_kind == "labels" else OUTLINE_MERGE_DISTANCE
-    return find_vertices(c.labels, merge_distance=merge_distance, small_cell_fraction=small_cell_fraction,
-                         blur=c.blur)
+    key = (float(merge_distance), float(small_cell_fraction))
+    if key not in c._graphs:
+        c._graphs[key] = find_vertices(c.labels, merge_distance=merge_distance,
+                                       small_cell_fraction=small_cell_fraction, blur=c.blur)
+    return list(c._graphs[key])
 
 
 def baseline_vertices(cells: Cells | np.ndarray) -> list[dict]:

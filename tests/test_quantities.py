@@ -166,6 +166,24 @@ def split_six(gap: int = 4, n: int = 64) -> np.ndarray:
     return lab
 
 
+def test_describe_and_check_read_each_vertex_graph_once(monkeypatch):
+    lab = split_six(0)
+    prob = np.zeros(lab.shape, np.float32)
+    prob[disc(lab.shape, 32, 32, 6)] = 0.6
+    plab, rows = find_proposals(prob)
+    calls = []
+    real = Q.find_vertices
+    monkeypatch.setattr(Q, "find_vertices", lambda *a, **kw: calls.append(kw["merge_distance"]) or real(*a, **kw))
+    _, labels_rows = Q.check_image_proposals(plab, rows, prob, lab, "labels")
+    assert calls == [Q.MERGE_DISTANCE]   # label input: one graph serves describe and check
+    calls.clear()
+    cells = Q.Cells(lab, None, "outlines")
+    v1 = Q.cell_vertices(cells)
+    v1.clear()   # a caller's list: changing it does not change the kept graph
+    assert Q.cell_vertices(cells) and calls == [Q.OUTLINE_MERGE_DISTANCE]
+    assert [r["k"] for r in labels_rows] == [6]
+
+
 def test_check_adds_from_the_baseline_graph_and_a_dropped_proposal_hides_nothing():
     lab = split_six(4)
     # the k column's outline graph merges the two 4-cell vertices 4 px apart (k = 6); the
