@@ -223,7 +223,8 @@ def test_tracing_child_writes_no_file_and_its_archive_loads(tiny_state, tmp_path
     work = tmp_path / "cwd"
     work.mkdir()
     args = {"callable": "AttentionUNet", "kwargs": {"base_channels": 4}, "weights": str(weights),
-            "path": str(work / "gone" / "x.pt"), "shape": [1, 2, 64, 64]}
+            "path": str(work / "gone" / "x.pt"),   # where the old child wrote (creating folders)
+            "shape": [1, 2, 64, 64]}
     r = subprocess.run([sys.executable, "-m", "rosette_bmz.convert", json.dumps(args)], cwd=work,
                        capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
