@@ -205,12 +205,55 @@ def test_killed_export_leaves_nothing_after_the_next_export(tiny_state, tmp_path
     assert "rosette-export-oldversion" in r.stderr   # reported, not deleted
 
 
-def test_tracing_child_writes_no_file_and_its_archive_loads(tiny_state, tmp_path):
-    """The TorchScript child of an export hands its archive back on stdout and writes nothing.
+def _proc_ended(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")   # a zombie has ended too
 
-    CI once saw a killed export's build folder come back after the next export had removed it:
-    the tracing child outlived its killed parent and re-created the folder to write its file.
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the tracing child in /proc")
+def test_an_export_killed_while_tracing_leaves_no_writer_behind(tiny_state, tmp_path):
+    """Kill an export while its TorchScript child runs: the orphaned child must not write.
+
+    Stop 32's CI saw a killed export's build folder come back after the next export removed it;
+    the only process that outlives an export is this child, which wrote its file itself then.
     """
+    import torch
+
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(tiny_state, ckpt)
+    out = tmp_path / "pkg"
+    p = subprocess.Popen([sys.executable, "-m", "rosette_bmz", "export", "--checkpoint", str(ckpt), "--out",
+                          str(out), "--force", "--skip-test"], cwd=tmp_path,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child, deadline = None, time.time() + 300
+    while child is None:
+        for d in Path("/proc").iterdir():
+            try:
+                cmd = (d / "cmdline").read_bytes() if d.name.isdigit() else b""
+            except OSError:
+                continue
+            if b"rosette_bmz.convert" in cmd and str(out).encode() in cmd:
+                child = int(d.name)
+        if child is None and (time.time() > deadline or p.poll() is not None):
+            p.kill()
+            pytest.fail(f"no tracing child seen (export exit {p.poll()})")
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    [build] = out.glob(".rosette-export-*")
+    before = sorted(f.relative_to(build) for f in build.rglob("*"))
+    while not _proc_ended(child):
+        assert time.time() < deadline, "the orphaned tracing child did not end"
+        time.sleep(0.05)
+    assert sorted(f.relative_to(build) for f in build.rglob("*")) == before
+
+
+def test_tracing_child_writes_no_file_and_its_archive_loads(tiny_state, tmp_path):
+    """The TorchScript child hands its archive back on stdout and writes nothing (the test above
+    shows why); the parent writes exactly those bytes."""
     import io
     import json
 
