@@ -35,7 +35,7 @@ from rosette_bmz.baseline import baseline_probability  # noqa: E402
 from rosette_bmz.constants import CHECK_SUPPORT, CHECK_SURE  # noqa: E402
 from rosette_bmz.inputs import from_outlines  # noqa: E402
 from rosette_bmz.proposals import find_proposals  # noqa: E402
-from rosette_bmz.quantities import baseline_vertices, cells_for, check_proposals, describe_proposals  # noqa: E402
+from rosette_bmz.quantities import cells_for, check_proposals, describe_proposals  # noqa: E402
 from rosette_bmz.runner import load_predictor, predict  # noqa: E402
 from rosette_bmz.synth import generate_world  # noqa: E402
 from rosette_bmz.worlds import OTHER_WORLDS  # noqa: E402
@@ -73,13 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                 prob = predict(from_outlines(g.outlines, f"{name} image {i}"), predictor, mode="published")
                 labels, rows = find_proposals(prob)
                 cells = cells_for(g.outlines, "outlines")
-                add_from = baseline_vertices(cells)
                 rows = describe_proposals(labels, rows, cells)
                 accs["model"].add(prob, truth, decoys, radius=radius)
                 accs["baseline"].add(baseline_probability(g.outlines), truth, decoys, radius=radius)
                 for key, (sure, support) in grid.items():
-                    kept, _ = check_proposals(labels, rows, cells, prob, sure=sure, support=support,
-                                              add_from=add_from)
+                    kept, _ = check_proposals(labels, rows, cells, prob, sure=sure, support=support)
                     accs[key].add((kept > 0).astype(np.float32), truth, decoys, radius=radius)
             results[name] = {k: a.summary() for k, a in accs.items()}
             d = results[name][default]

@@ -71,6 +71,13 @@ def _torchscript_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     return strip_torchscript_debug(buf.getvalue())
 
 
+def _write_file(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
 def to_torchscript(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
     """Trace ``model`` (eval mode) on ``example`` and save it as TorchScript.
 
@@ -78,12 +85,7 @@ def to_torchscript(model: torch.nn.Module, path: str | os.PathLike, example: tor
     (:func:`strip_torchscript_debug`). Traced class names get a per-process counter suffix,
     so for byte-identical files across exports use :func:`to_torchscript_reproducible`.
     """
-    path = Path(path)
-    data = _torchscript_bytes(model, example)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    return _write_file(Path(path), _torchscript_bytes(model, example))
 
 
 def to_torchscript_reproducible(callable_name: str, kwargs: dict, weights: str | os.PathLike,
@@ -110,9 +112,7 @@ def to_torchscript_reproducible(callable_name: str, kwargs: dict, weights: str |
         err = (proc.stderr or b"").decode(errors="replace").strip() or f"exit status {proc.returncode}, no archive"
         tail = "\n".join(err.splitlines()[-8:])
         raise ConversionError(f"TorchScript tracing of {callable_name}({kwargs}) failed:\n{tail}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(proc.stdout)
-    return path
+    return _write_file(path, proc.stdout)
 
 
 def _torchscript_main(argv: list[str]) -> int:
