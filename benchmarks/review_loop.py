@@ -3,12 +3,13 @@
     nice -n 10 .venv/bin/python benchmarks/review_loop.py [--rounds 2,24,1,4,8] [--quick] [--world NAME]
 
 A tissue world the shipped demo weights were not trained on: ``generate(512, seed,
-cell_diameter=16, noise=1.0)`` (smaller cells, twice the segmentation noise; the demo weights
-saw 24 px cells at noise 0.5). The perfect reviewer's corrections are the true masks. For each
+cell_diameter=16, noise=1.0)`` (the pre-issue-13 demo weights saw 24 px cells at noise 0.5; the
+issue-13 weights saw 12-48 px cells at noise 0-0.8, so for them it is the noise). The perfect reviewer's corrections are the true masks. For each
 number of corrected images n, one review round (``review.yaml``: the napari widget's
 "Fine-tune") starts from the shipped weights on images 7100..7100+n-1 of that world, and the
 result is scored on 6 held-out images of the world (seeds 7000-7005) and on 12 images of the
-world the shipped weights came from (default generator, seeds 9100-9111: forgetting; the
+world the starting weights came from (read off their sidecar: ``train_wide`` for the shipped
+weights, the default generator for the pre-issue-13 ones; seeds 9100-9111: forgetting; the
 round replays other images of that world, ``review.yaml`` ``data.replay``). The
 "full dataset" line is the same round, the same number of steps (so the same time), on 24
 images. Writes ``benchmarks/results/review_loop.json`` after every round and draws
