@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from rosette_bmz.evaluate import checked_probability  # noqa: E402
 from rosette_bmz.metrics import MetricsAccumulator  # noqa: E402
-from rosette_bmz.synth import generate  # noqa: E402
+from rosette_bmz.synth import generate, generate_world  # noqa: E402
 
 DEMO = ROOT / "rosette_bmz" / "data" / "rosette_demo.pt"
 NEW_WORLD = dict(cell_diameter=16, noise=1.0)
@@ -58,8 +58,6 @@ FIGURE = ROOT / "docs" / "review_loop.png"
 
 def world_image(seed: int, world: dict | str):
     """One 512² image of ``world``: ``generate()`` arguments, or the name of a world."""
-    from rosette_bmz.synth import generate_world
-
     return generate_world(SIZE, seed, world) if isinstance(world, str) else generate(SIZE, seed=seed, **world)
 
 
@@ -175,7 +173,8 @@ def draw(results: dict, path: Path, ylim: tuple[float, float] = (0.0, 1.0)) -> N
     world = results["world"]
     what = (f"the {world!r} world" if isinstance(world, str) else
             f"new tissue world ({world['cell_diameter']} px cells, noise {world['noise']})")
-    n_test = results["test_seeds"][1] - results["test_seeds"][0] + 1 if "test_seeds" in results else 6
+    first, last = results.get("test_seeds", (TEST_SEEDS.start, TEST_SEEDS.stop - 1))   # older files: the 6
+    n_test = last - first + 1
     d.text((L, 8), f"{what}: event recall / precision on {n_test} held-out images", fill="black")
     im.save(path, optimize=True)
 
